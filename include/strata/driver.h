@@ -1,0 +1,174 @@
+// The driver SPI: what a block driver implements and what the core guarantees it.
+//
+// A driver is one kind of node (file, raw, qcow2, throttle, ...). It is described by a
+// DriverClass (name, kind, open function) listed once in the built-in registry, and each node
+// holds one Driver instance: the driver's state for that node.
+//
+// The core validates every request once before it reaches a driver (src/core/request.cpp):
+//   - offset and length lie inside the node (or the write may grow it, where allowed);
+//   - offset and length are multiples of limits().request_alignment (the core pads unaligned
+//     requests with read-modify-write);
+//   - length is at most limits().max_transfer (the core splits longer requests);
+//   - the caller holds the permission the request needs;
+//   - a request that needs serialising (limits().serialise_writes) does not overlap another.
+// Drivers therefore only assert these facts; they never re-check them.
+//
+// Operations a driver does not override fall back to core emulation: pwrite_zeroes writes a
+// zeroed buffer, pdiscard does nothing (discard is advisory), block_status reports everything
+// as data. Capabilities are data (NodeLimits), not virtual calls.
+//
+// Threading: every member is called on the node's event loop thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "strata/iovec.h"
+#include "strata/perm.h"
+#include "strata/result.h"
+#include "strata/task.h"
+
+namespace strata {
+
+class Child;
+class EventLoop;
+class Node;
+class OpenContext;
+
+// Flags on a single request.
+enum class ReqFlags : uint32_t {
+  kNone = 0,
+  kFua = 0x1,         // write: durable when it completes
+  kMayUnmap = 0x2,    // write-zeroes: may deallocate instead of writing zeroes
+  kNoFallback = 0x4,  // write-zeroes: fail with ENOTSUP rather than write a zeroed buffer
+};
+constexpr ReqFlags operator|(ReqFlags a, ReqFlags b) {
+  return static_cast<ReqFlags>(static_cast<uint32_t>(a) | static_cast<uint32_t>(b));
+}
+constexpr ReqFlags operator&(ReqFlags a, ReqFlags b) {
+  return static_cast<ReqFlags>(static_cast<uint32_t>(a) & static_cast<uint32_t>(b));
+}
+constexpr ReqFlags operator~(ReqFlags a) {
+  return static_cast<ReqFlags>(~static_cast<uint32_t>(a));
+}
+constexpr bool has_flag(ReqFlags flags, ReqFlags f) { return (flags & f) != ReqFlags::kNone; }
+
+// What a node can do and how requests to it must be shaped. Zero means "no limit" for the
+// maximums and "same as request_alignment" for the other alignments.
+struct NodeLimits {
+  uint32_t request_alignment = 1;  // power of two; offsets and lengths are multiples of it
+  uint32_t memory_alignment = 1;   // buffers handed to the driver are aligned to it (O_DIRECT)
+  uint64_t max_transfer = 0;       // longest read/write the driver accepts
+  uint64_t max_pwrite_zeroes = 0;
+  uint32_t pwrite_zeroes_alignment = 0;
+  uint64_t max_pdiscard = 0;
+  uint32_t pdiscard_alignment = 0;
+
+  bool supports_fua = false;             // pwritev honours kFua; else the core flushes after
+  bool supports_write_zeroes = false;    // pwrite_zeroes is efficient (no data written)
+  bool supports_zero_unmap = false;      // pwrite_zeroes with kMayUnmap can deallocate
+  bool supports_discard = false;         // pdiscard does something
+  bool can_grow = false;                 // writes past the end extend the node
+  bool serialise_overlapping = false;    // overlapping requests must not run concurrently
+};
+
+// Block status (QEMU's BDRV_BLOCK_* meanings).
+enum class BlockStatusFlags : uint32_t {
+  kNone = 0,
+  kData = 0x1,         // reads return data stored here (not known zero)
+  kZero = 0x2,         // reads return zeroes
+  kOffsetValid = 0x4,  // `map` and `file` say where the data lives
+  kRaw = 0x8,          // ask `file` at `map` instead: this layer only passes through
+  kAllocated = 0x10,   // set by the core: this layer decides the content (no backing fall-through)
+  kEof = 0x20,         // set by the core: the range reaches the end of the node
+};
+constexpr BlockStatusFlags operator|(BlockStatusFlags a, BlockStatusFlags b) {
+  return static_cast<BlockStatusFlags>(static_cast<uint32_t>(a) | static_cast<uint32_t>(b));
+}
+constexpr BlockStatusFlags operator&(BlockStatusFlags a, BlockStatusFlags b) {
+  return static_cast<BlockStatusFlags>(static_cast<uint32_t>(a) & static_cast<uint32_t>(b));
+}
+constexpr bool has_flag(BlockStatusFlags flags, BlockStatusFlags f) {
+  return (flags & f) != BlockStatusFlags::kNone;
+}
+
+// The status of a prefix of the queried range: `bytes` bytes from the queried offset share
+// `flags`.
+struct BlockStatus {
+  uint64_t bytes = 0;
+  BlockStatusFlags flags = BlockStatusFlags::kNone;
+  uint64_t map = 0;        // with kOffsetValid/kRaw: offset in `file`
+  Node* file = nullptr;    // with kOffsetValid/kRaw: the node holding the data
+};
+
+enum class PreallocMode { kOff, kMetadata, kFalloc, kFull };
+
+// Permissions a parent asks of one child.
+struct ChildPerms {
+  Perm perm = Perm::kNone;
+  Perm shared = Perm::kAll;
+};
+
+class Driver {
+ public:
+  virtual ~Driver() = default;
+
+  // The node's size in bytes, as the driver knows it now (cheap; no I/O).
+  virtual uint64_t length() const = 0;
+  // Request shape and capabilities; the core reads them after open and after reopen.
+  virtual NodeLimits limits() const { return {}; }
+
+  // REQUIRES for all I/O below: the facts listed in the file comment.
+  virtual Task<Result<void>> preadv(uint64_t offset, uint64_t bytes, IoVec iov,
+                                    ReqFlags flags) = 0;
+  // Default: EROFS ("driver does not support writes").
+  virtual Task<Result<void>> pwritev(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags);
+  // Default: ENOTSUP; the core then writes zeroes unless kNoFallback.
+  virtual Task<Result<void>> pwrite_zeroes(uint64_t offset, uint64_t bytes, ReqFlags flags);
+  // Default: ENOTSUP; the core treats the discard as done.
+  virtual Task<Result<void>> pdiscard(uint64_t offset, uint64_t bytes);
+  // Makes completed writes durable. Default: nothing to do. The core flushes children after
+  // their parent, so a format driver only writes out its own metadata here.
+  virtual Task<Result<void>> flush();
+  // Status of a prefix of [offset, offset + bytes). Default: all data.
+  virtual Task<Result<BlockStatus>> block_status(uint64_t offset, uint64_t bytes);
+  // Changes the size. Default: ENOTSUP "Image format driver does not support resize".
+  virtual Task<Result<void>> truncate(uint64_t size, bool exact, PreallocMode prealloc);
+  // Called once before the node goes away, while children still exist (write metadata, mark
+  // clean). Default: nothing.
+  virtual Task<void> close();
+
+  // Permissions. child_perms says what this node needs from `child` given what its parents
+  // need from it (cumulative perm/shared); the default dispatches on the child's role as
+  // QEMU's bdrv_default_perms does. It must be a pure function.
+  virtual ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
+                                 Perm parent_shared) const;
+  // Prepares for the node's cumulative permissions to become (perm, shared): take locks, reopen
+  // descriptors read-write. Followed by exactly one of set_perm (commit) or abort_perm_update.
+  // abort_perm_update may also be called without check_perm and must then do nothing.
+  virtual Result<void> check_perm(Perm perm, Perm shared);
+  virtual void set_perm(Perm perm, Perm shared);
+  virtual void abort_perm_update();
+
+ protected:
+  Driver() = default;
+};
+
+// Default permission rules by role (QEMU's bdrv_default_perms), for drivers to reuse.
+// `writable` says whether the node may write (not read-only after any pending reopen).
+ChildPerms default_child_perms(ChildRole role, Perm parent_perm, Perm parent_shared,
+                               bool writable);
+
+enum class DriverKind { kProtocol, kFormat, kFilter };
+
+// A kind of driver. Listed once, in src/drivers/builtin.cpp.
+struct DriverClass {
+  std::string_view name;  // the `driver` option: "file", "raw", "qcow2", ...
+  DriverKind kind;
+  // Opens a node: reads the driver's own options from ctx.options() (generic options are
+  // already consumed), opens children with ctx.open_child(), and returns the driver state.
+  Task<Result<std::unique_ptr<Driver>>> (*open)(OpenContext& ctx);
+};
+
+}  // namespace strata

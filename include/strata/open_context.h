@@ -1,0 +1,48 @@
+// OpenContext: what a driver's open function gets from the core.
+//
+// The core has already parsed the generic options (NodeOptions), applied inheritance, checked
+// the node-name and created the Node. The driver reads its own options from options(), opens its
+// children with open_child(), and returns its Driver. If open fails, the core closes every
+// child the driver opened and removes the node: nothing is left behind.
+//
+// Threading: event loop thread only, during the driver's open.
+#pragma once
+
+#include <string>
+
+#include "strata/options.h"
+#include "strata/perm.h"
+#include "strata/result.h"
+#include "strata/task.h"
+
+namespace strata {
+
+class Child;
+class Engine;
+class EventLoop;
+class Node;
+struct NodeOptions;
+
+class OpenContext {
+ public:
+  virtual ~OpenContext() = default;
+
+  virtual Node& node() = 0;
+  virtual const NodeOptions& generic() const = 0;
+  // The driver-specific options; the core calls finish() after open to refuse leftovers.
+  virtual OptionReader& options() = 0;
+  virtual Engine& engine() = 0;
+  virtual EventLoop& loop() = 0;
+
+  // Opens the child called `name` from the option of the same name, a BlockdevRef: either a
+  // node-name (the existing node is attached; it inherits nothing) or an inline object (a new
+  // node is opened whose read-only, auto-read-only, cache.* and force-share default to this
+  // node's, except that a kCow child defaults to read-only=on, auto-read-only=off).
+  // Returns nullptr without error when the option is absent and `required` is false.
+  // Errors: "Parameter '<name>' is missing" style texts, "Cannot find device='x' nor
+  // node-name='x'", "Invalid parameter type for '<name>', expected: BlockdevRef", and whatever
+  // opening the inline child reports.
+  virtual Task<Result<Child*>> open_child(std::string name, ChildRole role, bool required) = 0;
+};
+
+}  // namespace strata
