@@ -3,16 +3,21 @@
 // Options arrive as JSON (QMP arguments, --blockdev '{...}') or as keyval text
 // (--blockdev driver=file,filename=x, --image-opts, qemu-io's reopen -o). Keyval text is first
 // turned into JSON whose scalars are all strings (parse_keyval); an OptionReader in keyval mode
-// then accepts "on"/"off" for booleans and digits (with k/M/G/T/P/E suffixes for sizes) for
-// numbers, as QEMU's keyval input visitor does.
+// then accepts "on"/"off" (and QEMU 7.2's other spellings yes/no, true/false, y/n) for booleans
+// and digits (with k/M/G/T/P/E suffixes for sizes) for numbers, as QEMU's keyval input visitor
+// does.
 //
 // An OptionReader consumes the keys of one JSON object; finish() reports the first key nobody
 // asked for. Errors name the full dotted path ("file.filename") like QEMU's visitors:
 //   "Parameter 'x' is missing"
 //   "Parameter 'x' is unexpected"
 //   "Invalid parameter type for 'x', expected: boolean"
-//   "Parameter 'x' expects 'on' or 'off'"
-//   "Parameter 'x' does not accept value 'y'"
+//   "Invalid parameter type for 'x', expected: integer|string|object"   (JSON)
+//   "Parameter 'x' expects uint64"                                     (JSON, unsigned/size)
+//   "Parameter 'x' expects 'on' or 'off'"                              (keyval)
+//   "Parameter 'x' expects integer" / "... expects size"               (keyval)
+//   "Parameters 'x.*' are unexpected"                     (keyval: object where scalar wanted)
+//   "Parameter 'y' does not accept value 'z'"    (enums: QEMU names the member, not its path)
 //
 // Thread safety: plain values.
 #pragma once
@@ -48,7 +53,7 @@ class OptionReader {
   // `obj` must outlive the reader. `prefix` is prepended to key names in messages ("file.").
   OptionReader(const nlohmann::json& obj, OptionSyntax syntax, std::string prefix = {});
 
-  // REQUIRES: the reader was built on a JSON object; check with object_error() first where the
+  // REQUIRES: the reader was built on a JSON object; check with expect_object() first where the
   // caller has not checked it already.
   // Returns "Invalid parameter type for '<what>', expected: object" if obj is not an object.
   static Result<void> expect_object(const nlohmann::json& obj, std::string_view what);
@@ -62,7 +67,8 @@ class OptionReader {
   // Like get_uint, but keyval text may carry a size suffix.
   Result<std::optional<uint64_t>> get_size(std::string_view key);
 
-  // An enum given as a string, out of `values` (wire name -> value).
+  // An enum given as a string, out of `values` (wire name -> value). The error names `key`
+  // alone, without the prefix: QEMU's enum visitor does the same.
   template <class E>
   Result<std::optional<E>> get_enum(std::string_view key,
                                     std::span<const std::pair<std::string_view, E>> values) {
@@ -72,7 +78,7 @@ class OptionReader {
     for (const auto& [name, value] : values) {
       if (name == **s) return std::optional<E>{value};
     }
-    return fail(EINVAL, "Parameter '{}' does not accept value '{}'", full_name(key), **s);
+    return fail(EINVAL, "Parameter '{}' does not accept value '{}'", key, **s);
   }
 
   // The raw JSON value of `key` (for nested objects and BlockdevRef alternates), marking it
