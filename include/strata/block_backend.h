@@ -48,7 +48,9 @@ class BlockBackend final : public Parent {
   Task<Result<void>> truncate(uint64_t size, bool exact, PreallocMode prealloc);
   uint64_t size() const;
 
-  // ---- used by Engine::attach_backend ----
+  // ---- used by the Engine ----
+  // False once the Engine detached this user (the Engine went away first).
+  bool has_root() const { return root_ != nullptr; }
   void set_root(Child* root) { root_ = root; }
 
  private:

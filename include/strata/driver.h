@@ -5,12 +5,15 @@
 // holds one Driver instance: the driver's state for that node.
 //
 // The core validates every request once before it reaches a driver (src/core/request.cpp):
-//   - offset and length lie inside the node (or the write may grow it, where allowed);
+//   - offset and length lie inside the node (or the write may grow it, where allowed); the one
+//     exception is a node whose size is not a multiple of request_alignment: a read of its last
+//     block is padded past the end, and the driver fills that part with zeroes;
 //   - offset and length are multiples of limits().request_alignment (the core pads unaligned
 //     requests with read-modify-write);
 //   - length is at most limits().max_transfer (the core splits longer requests);
 //   - the caller holds the permission the request needs;
-//   - a request that needs serialising (limits().serialise_writes) does not overlap another.
+//   - a request that needs serialising (limits().serialise_overlapping, or a write the core
+//     padded) does not overlap another.
 // Drivers therefore only assert these facts; they never re-check them.
 //
 // Operations a driver does not override fall back to core emulation: pwrite_zeroes writes a

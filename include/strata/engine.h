@@ -13,13 +13,14 @@
 // Threading: event loop thread only.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "strata/driver.h"
@@ -31,13 +32,17 @@
 namespace strata {
 
 class BlockBackend;
+class Child;
+class Parent;
 class EventLoop;
 class Node;
 
 class Engine {
  public:
   Engine(EventLoop& loop, std::span<const DriverClass* const> drivers);
-  // Closes every node, parents before children.
+  // Closes every node, parents before children, running the drivers' close() on the loop.
+  // Backends still attached are detached first (their later destruction does nothing).
+  // REQUIRES: called on the loop's thread while the loop is not running (like run_sync).
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -74,17 +79,40 @@ class Engine {
   Task<void> detach_child(Child* child);
   // Recomputes permissions below `node` after its parents changed.
   Result<void> refresh_perms(Node& node);
+  // Closes `node` if nothing holds it any more: no parent edges and not owned by the monitor.
+  Task<void> release_node(Node* node);
+  // The attached user called `name` (never matches ""), or nullptr.
+  BlockBackend* find_backend(std::string_view name) const;
+  // Removes a user's root edge (BlockBackend's destructor). A node nothing holds afterwards is
+  // closed on the loop; the Engine's destructor waits for such closes.
+  void detach_backend(BlockBackend& backend);
 
  private:
-  struct NodeEntry;
   Task<void> close_node(Node* node);
+  Task<void> close_detached(Node* node);
+  Task<void> close_all();
   std::string next_auto_name();
+  bool monitor_owned(Node& node) const;
+  // Creates an edge holding (perm, shared) and refreshes permissions; undone on error.
+  Result<Child*> link_edge(Parent& parent, Node& child, std::string name, ChildRole role,
+                           ChildPerms initial);
+  // Removes an edge and loosens permissions below it. Returns the child node if nothing holds
+  // it any more and the monitor does not own it (the caller closes it), else nullptr.
+  Node* unlink_edge(Child* edge);
+  void remove_node(Node* node);
+  // Runs `task` to completion by driving the loop (destructor only).
+  void run_until_done(Task<void> task);
 
   EventLoop* loop_;
   std::vector<const DriverClass*> drivers_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::map<Node*, bool> monitor_owned_;
   uint64_t auto_name_counter_ = 0;
+  // Every edge, owned here; Nodes and BlockBackends point at them.
+  std::unordered_map<const Child*, std::unique_ptr<Child>> edges_;
+  std::vector<BlockBackend*> backends_;
+  std::unordered_set<const Node*> closing_;  // being closed: invisible to find_node
+  uint64_t pending_closes_ = 0;              // closes started by detach_backend
 };
 
 }  // namespace strata

@@ -12,8 +12,8 @@
 // Threading: event loop thread only.
 #pragma once
 
+#include <coroutine>
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,6 +46,19 @@ struct NodeOptions {
   bool force_share = false;
   DiscardMode discard = DiscardMode::kIgnore;
   DetectZeroes detect_zeroes = DetectZeroes::kOff;
+};
+
+// Which generic options the user gave for a node, as opposed to values inherited from the parent
+// that opened it or left at their defaults. Reopen needs the difference (an explicit value
+// outranks an inherited one, and only inherited values follow the parent).
+struct ExplicitOptions {
+  bool read_only = false;
+  bool auto_read_only = false;
+  bool cache_direct = false;
+  bool cache_no_flush = false;
+  bool force_share = false;
+  bool discard = false;
+  bool detect_zeroes = false;
 };
 
 // Something that can be a parent of a node: another node, or a user (export, job, tool).
@@ -84,6 +97,11 @@ class Node final : public Parent {
   // Read-only as configured (read-only=on, or made so by a static fallback). A node with
   // auto-read-only=on reports false here: it is writable on demand.
   bool is_read_only() const { return options_.read_only; }
+  // Which generic options were given explicitly.
+  const ExplicitOptions& explicit_options() const { return explicit_; }
+  // The parent that opened this node as an inline child and whose options it inherited, or
+  // nullptr (a node added on its own, or given to its parents by reference).
+  Node* inherits_from() const { return inherits_from_; }
 
   std::span<Child* const> children() const { return children_; }
   std::span<Child* const> parents() const { return parents_; }
@@ -97,11 +115,14 @@ class Node final : public Parent {
   std::string parent_description() const override;
   Node* as_node() override { return this; }
 
-  // The request path. Each validates the request (see driver.h), tracks it in flight and
-  // serialises it against overlapping requests where the driver asks for it.
-  // Errors: EIO for reads past the end; EINVAL for writes past the end of a node that cannot
-  // grow, for offsets that overflow, or for lengths above the protocol maximum; EPERM when the
-  // node is read-only and a write reaches it.
+  // The request path (src/core/request.cpp). Each validates the request (see driver.h), tracks
+  // it in flight and serialises it against overlapping requests where needed.
+  // REQUIRES: iov.size() == bytes.
+  // Reads past the end return zeroes for the part past the end. Writes past the end grow the
+  // node if limits().can_grow, else fail with EIO. Errors: EINVAL when offset + bytes
+  // overflows or passes kMaxLength (and for block_status queries that are empty or start at or
+  // past the end); EPERM ("Block node is read-only") when a write reaches a read-only node.
+  // Users (BlockBackend) get QEMU's stricter user-level checks on top (EIO past the end).
   Task<Result<void>> read(uint64_t offset, uint64_t bytes, IoVec iov,
                           ReqFlags flags = ReqFlags::kNone);
   Task<Result<void>> write(uint64_t offset, uint64_t bytes, IoVec iov,
@@ -121,8 +142,17 @@ class Node final : public Parent {
   Task<void> drain();
   uint64_t in_flight() const { return in_flight_; }
 
+  // The largest offset + bytes a request may reach (QEMU's BDRV_MAX_LENGTH: INT64_MAX rounded
+  // down to 1 GiB, so aligning a request up never overflows).
+  static constexpr uint64_t kMaxLength = uint64_t{INT64_MAX} & ~((uint64_t{1} << 30) - 1);
+
   // ---- used by the core (engine, edges, request path) ----
+  bool has_driver() const { return driver_ != nullptr; }
   void set_driver(std::unique_ptr<Driver> driver);
+  void set_origin(ExplicitOptions explicit_options, Node* inherits_from) {
+    explicit_ = explicit_options;
+    inherits_from_ = inherits_from;
+  }
   void add_child(Child* child) { children_.push_back(child); }
   void remove_child(Child* child);
   void add_parent(Child* edge) { parents_.push_back(edge); }
@@ -135,9 +165,28 @@ class Node final : public Parent {
   Task<void> wait_for_overlapping(TrackedRequest& req);
   void begin_request(TrackedRequest& req);
   void end_request(TrackedRequest& req);
-  Task<Result<void>> write_aligned(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags);
-  Task<Result<void>> read_aligned(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags);
+  // Request shaping (request.cpp): padding to request_alignment, splitting at max_transfer,
+  // bouncing misaligned memory. rw_padded/rw_aligned/rw_chunk are plain functions that only
+  // enter their coroutine halves when there is shaping to do.
+  Task<Result<void>> rw_padded(bool is_write, uint64_t offset, uint64_t bytes, IoVec iov,
+                               ReqFlags flags);
+  Task<Result<void>> rw_with_padding(bool is_write, uint64_t offset, uint64_t bytes, IoVec iov,
+                                     ReqFlags flags);
+  Task<Result<void>> rw_aligned(bool is_write, uint64_t offset, uint64_t bytes, IoVec iov,
+                                ReqFlags flags);
+  Task<Result<void>> rw_split(bool is_write, uint64_t offset, uint64_t bytes, IoVec iov,
+                              ReqFlags flags);
+  Task<Result<void>> rw_chunk(bool is_write, uint64_t offset, uint64_t bytes, IoVec iov,
+                              ReqFlags flags);
+  Task<Result<void>> rw_bounced(bool is_write, uint64_t offset, uint64_t bytes, IoVec iov,
+                                ReqFlags flags);
+  Task<Result<void>> read_block(uint64_t offset, uint8_t* buf);
+  Task<Result<void>> zero_range(uint64_t offset, uint64_t bytes, ReqFlags flags);
   Task<Result<void>> zeroes_aligned(uint64_t offset, uint64_t bytes, ReqFlags flags);
+  Task<Result<void>> zeroes_chunk(uint64_t offset, uint64_t bytes, ReqFlags flags);
+  Task<Result<void>> write_zero_buffer(uint64_t offset, uint64_t bytes, ReqFlags flags);
+  Task<Result<void>> discard_aligned(uint64_t offset, uint64_t bytes);
+  Task<Result<BlockStatus>> layer_status(uint64_t offset, uint64_t bytes);
 
   Engine* engine_;
   NodeOptions options_;
@@ -146,9 +195,15 @@ class Node final : public Parent {
   NodeLimits limits_;
   std::vector<Child*> children_;
   std::vector<Child*> parents_;
+  ExplicitOptions explicit_;
+  Node* inherits_from_ = nullptr;
 
   uint64_t in_flight_ = 0;
-  std::list<TrackedRequest*> tracked_;  // requests that serialise or wait
+  // Every request in flight, oldest first (an intrusive list: the entries live in the
+  // requests' coroutine frames, so tracking costs no allocation).
+  TrackedRequest* tracked_head_ = nullptr;
+  TrackedRequest* tracked_tail_ = nullptr;
+  uint64_t serialising_ = 0;  // how many of them serialise
   std::vector<std::coroutine_handle<>> drain_waiters_;
 };
 

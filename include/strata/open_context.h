@@ -9,6 +9,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include "strata/options.h"
 #include "strata/perm.h"
@@ -43,6 +44,13 @@ class OpenContext {
   // node-name='x'", "Invalid parameter type for '<name>', expected: BlockdevRef", and whatever
   // opening the inline child reports.
   virtual Task<Result<Child*>> open_child(std::string name, ChildRole role, bool required) = 0;
+
+  // Like open_child, for a BlockdevRefOrNull option (`backing`): a JSON null (or, in keyval
+  // syntax, an empty string) means "no child" and returns nullptr without error. To tell null
+  // from absent, check options().has(name) first.
+  virtual Task<Result<Child*>> open_child_or_null(std::string name, ChildRole role, bool required) {
+    return open_child(std::move(name), role, required);
+  }
 };
 
 }  // namespace strata

@@ -50,10 +50,16 @@ class Error {
   // Returns this error with its class replaced (e.g. DeviceNotFound at the QMP edge).
   [[nodiscard]] Error with_class(ErrorClass cls) &&;
 
+  // A hint: a further line for people, printed by the command-line tools after the message
+  // ("Is another process using the image [x]?") and left out of QMP's `desc`, as QEMU does.
+  const std::string& hint() const { return hint_; }
+  [[nodiscard]] Error with_hint(std::string hint) &&;
+
  private:
   int err_;
   std::string message_;
   ErrorClass class_;
+  std::string hint_;
 };
 
 // Result<T> is tl::expected<T, Error> that cannot be ignored. An Error converts to a failed

@@ -1,1 +1,302 @@
-// TODO: being written.
+// Opening nodes (blockdev-add): the generic options, inheritance, node names, the OpenContext a
+// driver's open gets, and undoing everything when an open fails.
+//
+// Order, as in QEMU's bdrv_open_inherit: parse the generic options and apply inheritance, check
+// the node-name, create the Node, let the driver open (it opens its own children through the
+// context, each attached at once), refuse leftover options, then refresh the permissions below
+// the node with the driver's own child_perms. Any failure closes what the driver opened, detaches
+// every edge the node made and removes the node; permissions go back to what they were because
+// every edge went through the permission transaction.
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "strata/block_backend.h"
+#include "strata/child.h"
+#include "strata/engine.h"
+#include "strata/node.h"
+#include "strata/open_context.h"
+#include "strata/options.h"
+
+namespace strata {
+namespace {
+
+// QEMU's limit: node_name is a char[32].
+constexpr size_t kMaxNodeName = 31;
+
+constexpr std::array<std::pair<std::string_view, DiscardMode>, 4> kDiscardValues{{
+    {"ignore", DiscardMode::kIgnore},
+    {"unmap", DiscardMode::kUnmap},
+    // QEMU's bdrv_parse_discard_flags takes these aliases too.
+    {"off", DiscardMode::kIgnore},
+    {"on", DiscardMode::kUnmap},
+}};
+
+constexpr std::array<std::pair<std::string_view, DetectZeroes>, 3> kDetectZeroesValues{{
+    {"off", DetectZeroes::kOff},
+    {"on", DetectZeroes::kOn},
+    {"unmap", DetectZeroes::kUnmap},
+}};
+
+struct Generic {
+  NodeOptions options;
+  ExplicitOptions given;
+  std::optional<std::string> node_name;
+};
+
+// Reads an optional boolean into `out`, noting whether it was given.
+Result<void> read_bool(OptionReader& reader, std::string_view key, bool& out, bool& given) {
+  auto v = reader.get_bool(key);
+  if (!v) return v.error();
+  if (*v) {
+    out = **v;
+    given = true;
+  }
+  return {};
+}
+
+Result<void> read_cache(OptionReader& reader, Generic& g) {
+  const nlohmann::json* cache = reader.take("cache");
+  if (cache == nullptr) return {};
+  std::string name = reader.full_name("cache");
+  auto is_object = OptionReader::expect_object(*cache, name);
+  if (!is_object) return is_object;
+  OptionReader sub(*cache, reader.syntax(), name + ".");
+  auto r = read_bool(sub, "direct", g.options.cache_direct, g.given.cache_direct);
+  if (!r) return r;
+  r = read_bool(sub, "no-flush", g.options.cache_no_flush, g.given.cache_no_flush);
+  if (!r) return r;
+  return sub.finish();
+}
+
+Result<void> read_enums(OptionReader& reader, Generic& g) {
+  auto discard = reader.get_enum<DiscardMode>("discard", kDiscardValues);
+  if (!discard) return discard.error();
+  if (*discard) {
+    g.options.discard = **discard;
+    g.given.discard = true;
+  }
+  auto detect = reader.get_enum<DetectZeroes>("detect-zeroes", kDetectZeroesValues);
+  if (!detect) return detect.error();
+  if (*detect) {
+    g.options.detect_zeroes = **detect;
+    g.given.detect_zeroes = true;
+  }
+  return {};
+}
+
+// QEMU's bdrv_inherited_options / bdrv_backing_options: an inline child takes its parent's
+// values for what it does not set itself. Never inherited: detect-zeroes, node-name, driver
+// options.
+void inherit(Generic& g, const Node* parent, ChildRole role) {
+  NodeOptions& o = g.options;
+  if (parent == nullptr) return;  // top level: the defaults NodeOptions already holds
+  const NodeOptions& p = parent->options();
+  if (!g.given.cache_direct) o.cache_direct = p.cache_direct;
+  if (!g.given.cache_no_flush) o.cache_no_flush = p.cache_no_flush;
+  if (!g.given.force_share) o.force_share = p.force_share;
+  if (has_role(role, ChildRole::kCow)) {
+    // Backing files are only read; a writer that needs one writable reopens it.
+    if (!g.given.read_only) o.read_only = true;
+    if (!g.given.auto_read_only) o.auto_read_only = false;
+  } else {
+    if (!g.given.read_only) o.read_only = p.read_only;
+    if (!g.given.auto_read_only) o.auto_read_only = p.auto_read_only;
+  }
+  // The parent applies its own discard policy; below it discards simply pass through.
+  if (!g.given.discard) o.discard = DiscardMode::kUnmap;
+}
+
+Result<Generic> parse_generic(OptionReader& reader, const Node* parent, ChildRole role) {
+  Generic g;
+  auto driver = reader.get_string("driver");
+  if (!driver) return driver.error();
+  if (!*driver) return reader.missing("driver");
+  g.options.driver = **driver;
+  auto name = reader.get_string("node-name");
+  if (!name) return name.error();
+  g.node_name = *name;
+
+  auto r = read_bool(reader, "read-only", g.options.read_only, g.given.read_only);
+  if (r) r = read_bool(reader, "auto-read-only", g.options.auto_read_only, g.given.auto_read_only);
+  if (r) r = read_bool(reader, "force-share", g.options.force_share, g.given.force_share);
+  if (r) r = read_cache(reader, g);
+  if (r) r = read_enums(reader, g);
+  if (!r) return r.error();
+
+  inherit(g, parent, role);
+  if (g.options.force_share && !g.options.read_only) {
+    return fail(EINVAL, "force-share=on can only be used with read-only images");
+  }
+  if (g.options.detect_zeroes == DetectZeroes::kUnmap && g.options.discard != DiscardMode::kUnmap) {
+    return fail(EINVAL,
+                "setting detect-zeroes to unmap is not allowed without setting discard "
+                "operation to unmap");
+  }
+  return g;
+}
+
+// QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
+bool well_formed(std::string_view name) {
+  auto ascii_alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (name.empty() || !ascii_alpha(name[0])) return false;
+  for (char c : name.substr(1)) {
+    if (!ascii_alpha(c) && !(c >= '0' && c <= '9') && c != '-' && c != '.' && c != '_') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// QEMU's bdrv_assign_node_name checks, in its order.
+Result<void> check_node_name(const Engine& engine, std::string_view name) {
+  if (!well_formed(name)) return fail(EINVAL, "Invalid node-name: '{}'", name);
+  if (engine.find_backend(name) != nullptr) {
+    return fail(EINVAL, "node-name={} is conflicting with a device id", name);
+  }
+  if (engine.find_node(name) != nullptr) {
+    return fail(EINVAL, "Duplicate nodes with node-name='{}'", name);
+  }
+  if (name.size() > kMaxNodeName) return fail(EINVAL, "Node name too long");
+  return {};
+}
+
+class NodeOpenContext final : public OpenContext {
+ public:
+  NodeOpenContext(Engine& engine, Node& node, OptionReader& reader)
+      : engine_(engine), node_(node), reader_(reader) {}
+
+  Node& node() override { return node_; }
+  const NodeOptions& generic() const override { return node_.options(); }
+  OptionReader& options() override { return reader_; }
+  Engine& engine() override { return engine_; }
+  EventLoop& loop() override { return engine_.loop(); }
+
+  Task<Result<Child*>> open_child(std::string name, ChildRole role, bool required) override {
+    return open(std::move(name), role, required, false);
+  }
+  Task<Result<Child*>> open_child_or_null(std::string name, ChildRole role,
+                                          bool required) override {
+    return open(std::move(name), role, required, true);
+  }
+
+ private:
+  Task<Result<Child*>> open(std::string name, ChildRole role, bool required, bool allow_null);
+  Task<Result<Child*>> open_inline(const nlohmann::json& options, std::string name, ChildRole role);
+  Result<Child*> attach_reference(const std::string& ref, std::string name, ChildRole role);
+
+  Engine& engine_;
+  Node& node_;
+  OptionReader& reader_;
+};
+
+Task<Result<Child*>> NodeOpenContext::open(std::string name, ChildRole role, bool required,
+                                           bool allow_null) {
+  const nlohmann::json* value = reader_.take(name);
+  if (value == nullptr) {
+    if (required) co_return reader_.missing(name);
+    co_return nullptr;
+  }
+  // JSON null, or keyval's empty string (QEMU's deprecated spelling of the same).
+  bool is_null =
+      value->is_null() || (reader_.syntax() == OptionSyntax::kKeyval && value->is_string() &&
+                           value->get_ref<const std::string&>().empty());
+  if (allow_null && is_null) co_return nullptr;
+  if (value->is_string() && !is_null) {
+    std::string ref = value->get<std::string>();
+    auto edge = attach_reference(ref, std::move(name), role);
+    co_return edge;
+  }
+  if (value->is_object()) {
+    auto task = open_inline(*value, std::move(name), role);
+    co_return co_await task;
+  }
+  std::string full_name = reader_.full_name(name);
+  const char* expected = allow_null ? "BlockdevRefOrNull" : "BlockdevRef";
+  co_return fail(EINVAL, "Invalid parameter type for '{}', expected: {}", full_name, expected);
+}
+
+// A reference attaches an existing node as it is: it inherits nothing.
+Result<Child*> NodeOpenContext::attach_reference(const std::string& ref, std::string name,
+                                                 ChildRole role) {
+  Node* target = engine_.find_node(ref);
+  if (target == nullptr) {
+    if (BlockBackend* user = engine_.find_backend(ref)) target = &user->node();
+  }
+  if (target == nullptr) {
+    return fail(ENODEV, "Cannot find device='{}' nor node-name='{}'", ref, ref);
+  }
+  return engine_.attach_child(node_, *target, std::move(name), role);
+}
+
+Task<Result<Child*>> NodeOpenContext::open_inline(const nlohmann::json& options, std::string name,
+                                                  ChildRole role) {
+  std::string prefix = reader_.full_name(name) + ".";
+  auto task = engine_.open_node(options, reader_.syntax(), &node_, role, std::move(prefix));
+  auto child = co_await task;
+  if (!child) co_return child.error();
+  auto edge = engine_.attach_child(node_, **child, std::move(name), role);
+  if (!edge) {
+    auto release = engine_.release_node(*child);
+    co_await release;
+  }
+  co_return edge;
+}
+
+}  // namespace
+
+Task<Result<Node*>> Engine::open_node(nlohmann::json options, OptionSyntax syntax, Node* parent,
+                                      ChildRole role, std::string prefix) {
+  // No conditional expressions with class temporaries in coroutines: GCC 12 miscompiles them.
+  std::string what = "options";
+  if (!prefix.empty()) what = prefix.substr(0, prefix.size() - 1);
+  auto is_object = OptionReader::expect_object(options, what);
+  if (!is_object) co_return is_object.error();
+  OptionReader reader(options, syntax, prefix);
+  auto generic = parse_generic(reader, parent, role);
+  if (!generic) co_return generic.error();
+  const DriverClass* driver_class = find_driver(generic->options.driver);
+  if (driver_class == nullptr) {
+    // QEMU's enum visitor names the member alone, without the path.
+    co_return fail(EINVAL, "Parameter 'driver' does not accept value '{}'",
+                   generic->options.driver);
+  }
+  if (generic->node_name) {
+    auto valid = check_node_name(*this, *generic->node_name);
+    if (!valid) co_return valid.error();
+    generic->options.node_name = *generic->node_name;
+  } else {
+    generic->options.node_name = next_auto_name();
+  }
+
+  nodes_.push_back(std::make_unique<Node>(*this, generic->options, *driver_class));
+  Node* node = nodes_.back().get();
+  node->set_origin(generic->given, parent);
+  NodeOpenContext ctx(*this, *node, reader);
+  auto open = driver_class->open(ctx);
+  auto driver = co_await open;
+  Result<void> status;
+  if (driver) {
+    node->set_driver(std::move(*driver));
+    status = reader.finish();
+  } else {
+    status = driver.error();
+  }
+  // The node's edges were set up with the role defaults while it had no driver; now its
+  // driver's own rule applies.
+  if (status) status = refresh_perms(*node);
+  if (!status) {
+    // Nothing holds the node yet; closing it closes its driver, detaches every edge it made
+    // (closing inline children, loosening permissions) and removes it.
+    auto close = close_node(node);
+    co_await close;
+    co_return status.error();
+  }
+  co_return node;
+}
+
+}  // namespace strata

@@ -41,6 +41,11 @@ Error Error::with_class(ErrorClass cls) && {
   return std::move(*this);
 }
 
+Error Error::with_hint(std::string hint) && {
+  hint_ = std::move(hint);
+  return std::move(*this);
+}
+
 Error errno_error(int err, std::string_view what) {
   return Error(err, fmt::format("{}: {}", what, std::strerror(err)));
 }

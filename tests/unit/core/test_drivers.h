@@ -1,0 +1,161 @@
+// Test drivers for the core's unit tests: small drivers whose limits a test sets and which
+// record what reaches them, so a test can check what the core promises drivers (driver.h).
+//
+//   test-disk   protocol; options: size (default 64 KiB). In-memory data.
+//   test-fmt    format; children: file (IMAGE, required), backing (COW, optional, may be null).
+//               I/O goes to `file` at the same offset.
+//   test-filter filter; child: file (FILTERED|PRIMARY). I/O and block status pass through.
+//   test-fail   format; opens `file` (IMAGE) and then fails with EIO.
+//
+// Every driver logs "flush:<node>", "close:<node>", "check:<node>", "set:<node>",
+// "abort:<node>" to event_log(), so tests can check order across nodes.
+//
+// Threading: the test's event loop thread only.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <coroutine>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "strata/block_backend.h"
+#include "strata/child.h"
+#include "strata/driver.h"
+#include "strata/engine.h"
+#include "strata/event_loop.h"
+#include "strata/node.h"
+
+namespace strata::testing {
+
+std::vector<std::string>& event_log();
+// Events of one kind ("flush", "close", "check", ...), in order, as node names.
+std::vector<std::string> events(std::string_view kind);
+
+std::span<const DriverClass* const> test_drivers();
+
+struct Call {
+  std::string op;  // "read", "write", "zeroes", "discard", "flush", "status", "truncate"
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+  ReqFlags flags = ReqFlags::kNone;
+};
+
+// What every test driver shares: permission hooks that log and may be told to fail.
+class RecordingDriver : public Driver {
+ public:
+  explicit RecordingDriver(Node& node) : node_(node) {}
+
+  Result<void> check_perm(Perm perm, Perm shared) override;
+  void set_perm(Perm perm, Perm shared) override;
+  void abort_perm_update() override;
+  Task<void> close() override;
+
+  int fail_check_perm = 0;  // errno for check_perm to fail with; 0 = succeed
+  Perm last_set_perm = Perm::kNone;
+  Perm last_set_shared = Perm::kAll;
+  int check_count = 0;
+
+ protected:
+  Node& node_;
+};
+
+class TestDisk final : public RecordingDriver {
+ public:
+  TestDisk(Node& node, EventLoop& loop, uint64_t size);
+
+  uint64_t length() const override { return data.size(); }
+  NodeLimits limits() const override { return lim; }
+  Task<Result<void>> preadv(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) override;
+  Task<Result<void>> pwritev(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) override;
+  Task<Result<void>> pwrite_zeroes(uint64_t offset, uint64_t bytes, ReqFlags flags) override;
+  Task<Result<void>> pdiscard(uint64_t offset, uint64_t bytes) override;
+  Task<Result<void>> flush() override;
+  Task<Result<BlockStatus>> block_status(uint64_t offset, uint64_t bytes) override;
+  Task<Result<void>> truncate(uint64_t size, bool exact, PreallocMode prealloc) override;
+
+  // Lets every read held at the gate continue (from the loop).
+  void open_gate();
+  std::vector<Call> calls_of(std::string_view op) const;
+
+  std::vector<uint8_t> data;
+  NodeLimits lim;
+  std::vector<Call> calls;
+  // Requests that broke a promise of driver.h (misaligned, too long, out of bounds).
+  std::vector<std::string> violations;
+  bool gate_closed = false;  // reads wait until open_gate()
+  bool yield_io = false;     // every read and write yields to the loop once first
+  int zeroes_errno = 0;      // pwrite_zeroes fails with this
+  int discard_errno = 0;     // pdiscard fails with this
+  // Block status: extents as (end, flags); past the last one, or with none, everything is data.
+  std::vector<std::pair<uint64_t, BlockStatusFlags>> extents;
+  uint64_t max_in_flight_writes = 0;
+
+ private:
+  void check(const char* op, uint64_t offset, uint64_t bytes, const IoVec* iov, bool grows);
+  Task<void> maybe_yield();
+
+  EventLoop& loop_;
+  std::vector<std::coroutine_handle<>> gated_;
+  uint64_t writes_in_flight_ = 0;
+};
+
+class TestFormat final : public RecordingDriver {
+ public:
+  TestFormat(Node& node, Child& file) : RecordingDriver(node), file_(file) {}
+
+  uint64_t length() const override { return file_.size(); }
+  NodeLimits limits() const override;
+  Task<Result<void>> preadv(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) override;
+  Task<Result<void>> pwritev(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) override;
+  Task<Result<void>> flush() override;
+  Task<Result<BlockStatus>> block_status(uint64_t offset, uint64_t bytes) override;
+
+  bool report_unallocated = false;  // block status answers "not allocated here"
+
+ private:
+  Child& file_;
+};
+
+// The driver of `node`, as its test type.
+template <class D>
+D& driver_of(Node* node) {
+  return static_cast<D&>(node->driver());
+}
+
+// Runs the loop until `done()` holds; fails the test if the loop runs out of work first.
+template <class Pred>
+void run_until(EventLoop& loop, Pred done) {
+  while (!done()) {
+    loop.context().restart();
+    if (loop.context().run_one() == 0 && !done()) {
+      ADD_FAILURE() << "event loop ran out of work";
+      return;
+    }
+  }
+}
+
+// A fixture with an EventLoop and an Engine over the test drivers.
+class CoreTest : public ::testing::Test {
+ protected:
+  CoreTest();
+  ~CoreTest() override;
+
+  // add_node that must succeed.
+  Node* add(nlohmann::json options, OptionSyntax syntax = OptionSyntax::kJson);
+  // add_node that must fail; returns its message.
+  std::string add_error(nlohmann::json options, OptionSyntax syntax = OptionSyntax::kJson);
+  std::unique_ptr<BlockBackend> attach(Node* node, Perm perm, Perm shared, std::string name = "");
+  // Every edge in the graph with its perms, for before/after comparisons.
+  std::vector<std::string> edge_snapshot() const;
+
+  EventLoop loop;
+  std::unique_ptr<Engine> engine;
+};
+
+}  // namespace strata::testing
