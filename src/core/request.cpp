@@ -168,10 +168,13 @@ Task<void> Node::wait_for_overlapping(TrackedRequest& req) {
 }
 
 Task<void> Node::drain() {
-  while (in_flight_ > 0) {
+  // An early return and a do-while rather than a while loop: clang 14 crashes at -O2 while
+  // splitting the while-loop form of this coroutine.
+  if (in_flight_ == 0) co_return;
+  do {
     Enqueue wait{&drain_waiters_};
     co_await wait;
-  }
+  } while (in_flight_ > 0);
 }
 
 // ---- read and write ----
