@@ -1,0 +1,89 @@
+// strata-img: the image tool, compatible with qemu-img for the subcommands it has.
+//
+//   strata-img [-h | -V] COMMAND [command options]
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "subcommand.h"
+
+namespace strata::tools::img {
+namespace {
+
+constexpr Subcommand kSubcommands[] = {
+    {"bench", run_bench,
+     "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
+     "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
+     "[-t cache] [-w] [-U] [--image-opts] filename"},
+};
+
+constexpr LongOption kGlobalOptions[] = {{"help", false, 'h'}, {"version", false, 'V'}};
+
+}  // namespace
+
+void usage_error(std::string_view prog, std::string_view message) {
+  report_error(prog, message);
+  fmt::print(stderr, "Try '{} --help' for more information\n", prog);
+  std::exit(1);
+}
+
+void option_error(std::string_view prog, const OptionError& error) {
+  using Kind = OptionError::Kind;
+  if (error.kind == Kind::kMissingShortArg || error.kind == Kind::kMissingLongArg) {
+    usage_error(prog, fmt::format("missing argument for option '{}'", error.element));
+  }
+  usage_error(prog, fmt::format("unrecognized option '{}'", error.element));
+}
+
+void help(std::string_view prog) {
+  fmt::print(
+      "{0} version {1}\n"
+      "usage: {0} [standard options] command [command options]\n"
+      "Strata disk image utility, compatible with qemu-img\n"
+      "\n"
+      "    '-h', '--help'       display this help and exit\n"
+      "    '-V', '--version'    output version information and exit\n"
+      "\n"
+      "Command syntax:\n",
+      prog, STRATA_VERSION);
+  for (const Subcommand& c : kSubcommands) fmt::print("  {}\n", c.synopsis);
+  fmt::print(
+      "\n"
+      "Command parameters:\n"
+      "  'filename' is a disk image filename\n"
+      "  'fmt' is the disk image format (default: raw; Strata never probes the format)\n"
+      "  'cache' is the cache mode: none, writeback, unsafe, directsync, writethrough\n"
+      "  'aio' is the AIO mode: threads, io_uring, or native (an alias of io_uring)\n"
+      "  bench's -n asks for native AIO, like qemu-img's: Strata's is io_uring\n"
+      "  Sizes take the suffixes k, M, G, T, P and E (binary units).\n");
+  std::exit(0);
+}
+
+namespace {
+
+int run(int argc, char** argv) {
+  const std::string prog = program_name(argv[0]);
+  const std::vector<std::string> args(argv, argv + argc);
+  // Global options come before the subcommand ("+": stop at the first operand).
+  OptionParser parser(args, "+:hV", kGlobalOptions);
+  for (auto step = parser.next(); step.status != OptionParser::Status::kEnd; step = parser.next()) {
+    if (step.error) option_error(prog, *step.error);
+    if (step.option.id == 'h') help(prog);
+    fmt::print("{} version {}\n", prog, STRATA_VERSION);
+    return 0;
+  }
+  const std::vector<std::string>& rest = parser.operands();
+  if (rest.empty()) usage_error(prog, "Not enough arguments");
+  for (const Subcommand& c : kSubcommands) {
+    if (c.name == rest[0]) return c.run(prog, rest);
+  }
+  usage_error(prog, fmt::format("Command not found: {}", rest[0]));
+}
+
+}  // namespace
+}  // namespace strata::tools::img
+
+int main(int argc, char** argv) { return strata::tools::img::run(argc, argv); }
