@@ -33,14 +33,16 @@ TEST(EventLoop, PostFromAnotherThreadRunsOnTheLoopThread) {
 TEST(EventLoop, StopFromAnotherThreadEndsRun) {
   EventLoop loop;
   auto work = asio::make_work_guard(loop.context());  // run() would otherwise never end
+  std::atomic<bool> stopping{false};
   std::thread stopper([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    stopping = true;
     loop.stop();
   });
-  auto start = Clock::now();
   loop.run();
+  // run() returned because of stop(), not before it.
+  EXPECT_TRUE(stopping.load());
   stopper.join();
-  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(15));
 }
 
 TEST(EventLoop, RunReturnsWhenNoWorkIsLeftAndCanRunAgain) {
@@ -104,11 +106,9 @@ TEST(EventLoop, ConcurrentSleepsWakeInDeadlineOrder) {
   spawn(sleep_then_note(&loop, 40, &woke));
   spawn(sleep_then_note(&loop, 5, &woke));
   spawn(sleep_then_note(&loop, 20, &woke));
-  auto start = Clock::now();
   loop.run();
+  // Waking in deadline order rather than spawn order shows they slept at the same time.
   EXPECT_EQ(woke, (std::vector<uint64_t>{5, 20, 40}));
-  // They slept at the same time, not one after the other.
-  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(60 + 200));
 }
 
 Task<int> slow_value(EventLoop* loop, int value) {
