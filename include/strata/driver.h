@@ -154,6 +154,11 @@ class Driver {
   virtual void set_perm(Perm perm, Perm shared);
   virtual void abort_perm_update();
 
+  // Whether the node's storage is open read-write right now. With auto-read-only=on this follows
+  // the permissions (read-write while a parent holds one of kWritePerms); it changes only when a
+  // permission transaction commits. Default: true, for drivers that have no such notion.
+  virtual bool storage_read_write() const { return true; }
+
  protected:
   Driver() = default;
 };

@@ -1,8 +1,11 @@
 // The file driver's own behaviour, beyond what the conformance suite checks on every stack:
-// options, open errors and flags, O_DIRECT alignment, growth, short files, preallocation,
-// block status at file-system extents, and block devices (through a loop device).
+// options, open errors and flags (with auto-read-only's switch; its permission transactions and
+// locks are tested in tests/unit/drivers/file_perm_test.cpp), O_DIRECT alignment, growth, short
+// files, preallocation, block status at file-system extents, and block devices (through a loop
+// device).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -114,13 +117,21 @@ TEST(FileDriver, OpenFlagsFollowReadOnlyAndCacheDirect) {
   TempFile image("/var/tmp", 65536);
   struct Case {
     bool read_only;
+    bool auto_read_only;
     bool direct;
+    int access;  // at open: auto-read-only starts read-only, whatever read-only says
   };
-  for (Case c : {Case{false, false}, Case{true, false}, Case{false, true}, Case{true, true}}) {
-    SCOPED_TRACE(::testing::Message() << "read-only=" << c.read_only << " direct=" << c.direct);
+  const Case cases[] = {
+      {false, false, false, O_RDWR}, {true, false, false, O_RDONLY}, {false, false, true, O_RDWR},
+      {true, false, true, O_RDONLY}, {false, true, false, O_RDONLY}, {false, true, true, O_RDONLY},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "read-only=" << c.read_only << " auto-read-only="
+                                      << c.auto_read_only << " direct=" << c.direct);
     Harness h;
     json o = file_options(image.path());
     o["read-only"] = c.read_only;
+    o["auto-read-only"] = c.auto_read_only;
     o["cache"] = {{"direct", c.direct}};
     auto node = h.add(o);
     if (!node && c.direct && node.error().err() == EINVAL) {
@@ -129,8 +140,45 @@ TEST(FileDriver, OpenFlagsFollowReadOnlyAndCacheDirect) {
     ASSERT_TRUE(node) << node.error().message();
     auto flags = open_flags_of(image.path());
     ASSERT_TRUE(flags) << "no descriptor open on " << image.path();
-    EXPECT_EQ(*flags & O_ACCMODE, c.read_only ? O_RDONLY : O_RDWR);
+    EXPECT_EQ(*flags & O_ACCMODE, c.access);
     EXPECT_EQ((*flags & O_DIRECT) != 0, c.direct);
+    EXPECT_EQ((*node)->driver().storage_read_write(), c.access == O_RDWR);
+  }
+}
+
+// The descriptor an auto-read-only node switches to keeps the node's other open flags and
+// serves I/O on both file backends.
+TEST(FileDriver, AutoReadOnlyNodeWritesThroughItsSwitchedDescriptor) {
+  TempFile image("/var/tmp", 1 << 20);
+  for (const char* aio : {"threads", "io_uring"}) {
+    for (bool direct : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "aio=" << aio << " direct=" << direct);
+      Harness h;
+      if (std::string(aio) == "io_uring" && !h.loop().file_io(AioMode::kIoUring)) continue;
+      json o = file_options(image.path());
+      o["auto-read-only"] = true;
+      o["aio"] = aio;
+      o["cache"] = {{"direct", direct}};
+      auto node = h.add(o);
+      if (!node && direct && node.error().err() == EINVAL) continue;  // no O_DIRECT here
+      ASSERT_TRUE(node) << node.error().message();
+      ASSERT_TRUE(h.attach(**node, Perm::kConsistentRead | Perm::kWrite));
+      auto flags = open_flags_of(image.path());
+      ASSERT_TRUE(flags);
+      EXPECT_EQ(*flags & O_ACCMODE, O_RDWR);
+      EXPECT_EQ((*flags & O_DIRECT) != 0, direct);
+      EXPECT_NE(*flags & O_CLOEXEC, 0);
+
+      std::vector<uint8_t> data = pattern(direct ? 7 : 8, 4096, 8192);
+      ASSERT_TRUE(h.write(4096, data));
+      ASSERT_TRUE(h.flush());
+      EXPECT_EQ(image.contents(4096, 8192), data);
+      h.detach();
+      flags = open_flags_of(image.path());
+      ASSERT_TRUE(flags);
+      EXPECT_EQ(*flags & O_ACCMODE, O_RDONLY);
+      EXPECT_EQ((*flags & O_DIRECT) != 0, direct);
+    }
   }
 }
 
@@ -328,11 +376,18 @@ class LoopDevice {
   }
   ~LoopDevice() {
     if (fd_ < 0) return;
+    // The read-only flag outlives the binding: the next user of this device would inherit it.
+    set_read_only(false);
     ::ioctl(fd_, LOOP_CLR_FD, 0);
     ::close(fd_);
   }
   const std::string& path() const { return path_; }
   const std::string& why_not() const { return why_not_; }
+  // blockdev --setro / --setrw.
+  bool set_read_only(bool read_only) {
+    int flag = read_only ? 1 : 0;
+    return ::ioctl(fd_, BLKROSET, &flag) == 0;
+  }
 
  private:
   struct UniqueFdHolder {
@@ -391,6 +446,42 @@ TEST(FileDriverBlockDevice, ReadsWritesZeroesDiscardsAndRefusesResize) {
             "Preallocation mode 'falloc' unsupported for this non-regular file");
   EXPECT_EQ(h.size(), 4u << 20);
 
+  h.detach();
+}
+
+// open(2) may grant O_RDWR on a device set read-only; the driver asks the device (BLKROGET)
+// before it lets a writer in.
+TEST(FileDriverBlockDevice, AutoReadOnlyRefusesAWriterOnAReadOnlyDevice) {
+  TempFile backing("/tmp", 1 << 20);
+  std::optional<LoopDevice> loop_dev;
+  loop_dev.emplace(backing.path());
+  if (loop_dev->path().empty()) GTEST_SKIP() << loop_dev->why_not();
+  ASSERT_TRUE(loop_dev->set_read_only(true)) << std::strerror(errno);
+
+  Harness h;
+  json o = file_options(loop_dev->path());
+  o["auto-read-only"] = true;
+  auto node = h.add(o);
+  ASSERT_TRUE(node) << node.error().message();
+  ASSERT_TRUE(h.attach(**node, Perm::kConsistentRead));
+  h.detach();
+  auto writer = h.attach(**node, Perm::kConsistentRead | Perm::kWrite);
+  ASSERT_FALSE(writer);
+  const std::string prefix =
+      "Block node 'f' is read-only because of auto-read-only=on and its storage refuses write "
+      "access: ";
+  // Which of the two refuses depends on the kernel: open(2) itself, or BLKROGET after it.
+  EXPECT_TRUE(writer.error().message() ==
+                  prefix + "The device is not writable: Permission denied" ||
+              writer.error().message() == prefix + "Could not open '" + loop_dev->path() +
+                                              "' read-write: Permission denied")
+      << writer.error().message();
+  EXPECT_EQ(writer.error().err(), EACCES);
+  EXPECT_FALSE((*node)->driver().storage_read_write());
+
+  ASSERT_TRUE(loop_dev->set_read_only(false)) << std::strerror(errno);
+  EXPECT_TRUE(h.attach(**node, Perm::kConsistentRead | Perm::kWrite));
+  EXPECT_TRUE((*node)->driver().storage_read_write());
   h.detach();
 }
 

@@ -6,8 +6,11 @@
 // status, block-device ioctls) is a direct system call on the loop thread.
 //
 // Options: filename (required), aio (threads | io_uring | native; default automatic), locking
-// (auto | on | off). Generic options used: read-only (O_RDONLY, else O_RDWR) and cache.direct
-// (O_DIRECT, with the request and memory alignment found out at open).
+// (auto | on | off: QEMU-compatible image locks, file_lock.h; auto takes them where the file
+// system has OFD locks). Generic options used: read-only (O_RDONLY, else O_RDWR),
+// auto-read-only (with read-only=off: O_RDONLY until a parent needs write access, then O_RDWR
+// until the last such parent leaves; file_access.h) and cache.direct (O_DIRECT, with the request
+// and memory alignment found out at open).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/uio.h>
@@ -19,11 +22,12 @@
 #include <climits>
 #include <cstdlib>
 #include <memory>
-#include <optional>
 #include <string>
 #include <utility>
 
 #include "drivers.h"
+#include "protocol/file_access.h"
+#include "protocol/file_lock.h"
 #include "protocol/file_sys.h"
 #include "strata/align.h"
 #include "strata/event_loop.h"
@@ -104,10 +108,9 @@ class FileDriver final : public Driver {
   struct State {
     Node* node = nullptr;
     FileIo* io = nullptr;
-    UniqueFd fd;
+    FileAccess access;  // the descriptor, its access mode and the image locks
     FileKind kind = FileKind::kRegular;
     std::string filename;
-    LockingMode locking = LockingMode::kAuto;
     bool direct = false;
     uint64_t length = 0;
     DirectAlignment alignment{1, 1};
@@ -126,16 +129,11 @@ class FileDriver final : public Driver {
   Task<Result<BlockStatus>> block_status(uint64_t offset, uint64_t bytes) override;
   Task<Result<void>> truncate(uint64_t size, bool exact, PreallocMode prealloc) override;
 
-  // The seam for image locking and dynamic auto-read-only (the next step, DESIGN.md 2).
-  // check_perm will take the lock bytes (100 + bit for `perm`, 200 + bit for what is not
-  // shared; skipped for locking=off) and, for auto-read-only, open a descriptor with the access
-  // `perm` needs beside the current one; set_perm will swap that descriptor in and release
-  // bytes no longer needed; abort_perm_update will close it and restore the old lock set.
-  // Today they stage and commit the cumulative permissions, so that code has the old and the
-  // new sets to work from.
+  // Image locking and dynamic auto-read-only (DESIGN.md 2), in FileAccess's phases.
   Result<void> check_perm(Perm perm, Perm shared) override;
   void set_perm(Perm perm, Perm shared) override;
   void abort_perm_update() override;
+  bool storage_read_write() const override { return s_.access.read_write(); }
 
  private:
   Task<Result<void>> zero_regular(uint64_t offset, uint64_t bytes, bool unmap);
@@ -148,13 +146,6 @@ class FileDriver final : public Driver {
   State s_;
   bool zero_range_works_ = true;  // cleared after the file system refuses FALLOC_FL_ZERO_RANGE
   bool punch_hole_works_ = true;
-  Perm perm_ = Perm::kNone;
-  Perm shared_ = Perm::kAll;
-  struct Pending {
-    Perm perm;
-    Perm shared;
-  };
-  std::optional<Pending> pending_;
 };
 
 NodeLimits FileDriver::limits() const {
@@ -189,7 +180,7 @@ Task<Result<void>> FileDriver::preadv(uint64_t offset, uint64_t bytes, IoVec iov
   uint64_t done = 0;
   while (done < bytes) {
     IoVec part = one_syscall(iov, done, bytes - done);
-    auto task = s_.io->preadv(s_.fd.get(), part, offset + done, s_.direct);
+    auto task = s_.io->preadv(s_.access.fd(), part, offset + done, s_.direct);
     auto n = co_await task;
     if (!n) co_return n.error();
     if (*n == 0) break;  // end of file: the file is shorter than the node (concurrent truncate)
@@ -208,7 +199,7 @@ Task<Result<void>> FileDriver::pwritev(uint64_t offset, uint64_t bytes, IoVec io
   uint64_t done = 0;
   while (done < bytes) {
     IoVec part = one_syscall(iov, done, bytes - done);
-    auto task = s_.io->pwritev(s_.fd.get(), part, offset + done, s_.direct, fua);
+    auto task = s_.io->pwritev(s_.access.fd(), part, offset + done, s_.direct, fua);
     auto n = co_await task;
     if (!n) co_return n.error();
     if (*n == 0) {
@@ -227,7 +218,7 @@ Task<Result<void>> FileDriver::pwrite_zeroes(uint64_t offset, uint64_t bytes, Re
   auto r = co_await task;
   if (!r || !has_flag(flags, ReqFlags::kFua)) co_return r;
   // FUA is promised for pwritev only (limits().supports_fua); keep it here with a flush.
-  auto sync = s_.io->fdatasync(s_.fd.get());
+  auto sync = s_.io->fdatasync(s_.access.fd());
   co_return co_await sync;
 }
 
@@ -237,14 +228,14 @@ Task<Result<void>> FileDriver::zero_regular(uint64_t offset, uint64_t bytes, boo
   uint64_t end = offset + bytes;
   // Punching keeps the file size, so a range that grows the file takes the ZERO_RANGE path.
   if (unmap && punch_hole_works_ && end <= s_.length) {
-    auto task = s_.io->fallocate(s_.fd.get(), kPunch, offset, bytes);
+    auto task = s_.io->fallocate(s_.access.fd(), kPunch, offset, bytes);
     auto r = co_await task;
     if (r) co_return r;
     if (!is_unsupported(r.error().err())) co_return r;
     punch_hole_works_ = false;
   }
   if (zero_range_works_) {
-    auto task = s_.io->fallocate(s_.fd.get(), FALLOC_FL_ZERO_RANGE, offset, bytes);
+    auto task = s_.io->fallocate(s_.access.fd(), FALLOC_FL_ZERO_RANGE, offset, bytes);
     auto r = co_await task;
     if (r) {
       note_written_up_to(end);
@@ -265,7 +256,7 @@ Task<Result<void>> FileDriver::zero_device(uint64_t offset, uint64_t bytes, bool
     co_return fail(ENOTSUP, "'{}': zeroing needs whole {}-byte blocks", s_.filename, s_.block_size);
   }
   if (unmap && punch_hole_works_) {
-    auto task = s_.io->fallocate(s_.fd.get(), kPunch, offset, bytes);
+    auto task = s_.io->fallocate(s_.access.fd(), kPunch, offset, bytes);
     auto r = co_await task;
     if (r) co_return r;
     if (!is_unsupported(r.error().err())) co_return r;
@@ -275,13 +266,13 @@ Task<Result<void>> FileDriver::zero_device(uint64_t offset, uint64_t bytes, bool
   }
   if (zero_range_works_) {
     auto task =
-        s_.io->fallocate(s_.fd.get(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, bytes);
+        s_.io->fallocate(s_.access.fd(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, bytes);
     auto r = co_await task;
     if (r) co_return r;
     if (!is_unsupported(r.error().err())) co_return r;
     zero_range_works_ = false;
   }
-  auto r = block_device_zero_out(s_.fd.get(), offset, bytes);
+  auto r = block_device_zero_out(s_.access.fd(), offset, bytes);
   if (!r && is_unsupported(r.error().err())) co_return fail(ENOTSUP, "{}", r.error().message());
   co_return r;
 }
@@ -293,12 +284,12 @@ Task<Result<void>> FileDriver::pdiscard(uint64_t offset, uint64_t bytes) {
     uint64_t start = align_up(offset, s_.block_size);
     uint64_t end = align_down(offset + bytes, s_.block_size);
     if (start >= end) co_return Result<void>{};
-    auto r = block_device_discard(s_.fd.get(), start, end - start);
+    auto r = block_device_discard(s_.access.fd(), start, end - start);
     if (!r && is_unsupported(r.error().err())) co_return fail(ENOTSUP, "{}", r.error().message());
     co_return r;
   }
   if (!punch_hole_works_) co_return fail(ENOTSUP, "'{}': discard is not supported", s_.filename);
-  auto task = s_.io->fallocate(s_.fd.get(), kPunch, offset, bytes);
+  auto task = s_.io->fallocate(s_.access.fd(), kPunch, offset, bytes);
   auto r = co_await task;
   if (!r && is_unsupported(r.error().err())) {
     punch_hole_works_ = false;
@@ -308,7 +299,7 @@ Task<Result<void>> FileDriver::pdiscard(uint64_t offset, uint64_t bytes) {
 }
 
 Task<Result<void>> FileDriver::flush() {
-  auto task = s_.io->fdatasync(s_.fd.get());
+  auto task = s_.io->fdatasync(s_.access.fd());
   co_return co_await task;
 }
 
@@ -318,7 +309,8 @@ Task<Result<BlockStatus>> FileDriver::block_status(uint64_t offset, uint64_t byt
   st.file = s_.node;
   st.bytes = bytes;
   st.flags = BlockStatusFlags::kData | BlockStatusFlags::kOffsetValid;
-  Extent e = s_.kind == FileKind::kRegular ? find_extent(s_.fd.get(), offset, s_.length) : Extent{};
+  Extent e =
+      s_.kind == FileKind::kRegular ? find_extent(s_.access.fd(), offset, s_.length) : Extent{};
   if (e.kind == Extent::Kind::kUnknown || e.end <= offset) co_return st;
 
   uint32_t align = limits().request_alignment;
@@ -346,7 +338,7 @@ Task<Result<void>> FileDriver::truncate(uint64_t size, bool exact, PreallocMode 
   auto task = truncate_regular(size, prealloc);
   auto r = co_await task;
   // Whatever happened, the length is what the file says now.
-  auto now = file_length(s_.fd.get(), s_.kind);
+  auto now = file_length(s_.access.fd(), s_.kind);
   if (now) s_.length = *now;
   co_return r;
 }
@@ -364,7 +356,7 @@ Result<void> FileDriver::truncate_device(uint64_t size, bool exact, PreallocMode
 }
 
 Task<Result<void>> FileDriver::truncate_regular(uint64_t size, PreallocMode prealloc) {
-  auto current = file_length(s_.fd.get(), s_.kind);
+  auto current = file_length(s_.access.fd(), s_.kind);
   if (!current) co_return current.error();
   if (prealloc == PreallocMode::kMetadata) {
     co_return fail(ENOTSUP, "Unsupported preallocation mode: {}", prealloc_name(prealloc));
@@ -373,21 +365,21 @@ Task<Result<void>> FileDriver::truncate_regular(uint64_t size, PreallocMode prea
     co_return fail(ENOTSUP, "Cannot use preallocation for shrinking files");
   }
   if (prealloc == PreallocMode::kOff || size == *current) {
-    co_return truncate_fd(s_.fd.get(), size, "Could not resize file");
+    co_return truncate_fd(s_.access.fd(), size, "Could not resize file");
   }
   if (prealloc == PreallocMode::kFalloc) {
-    auto task = s_.io->fallocate(s_.fd.get(), 0, *current, size - *current);
+    auto task = s_.io->fallocate(s_.access.fd(), 0, *current, size - *current);
     auto r = co_await task;
     if (r) co_return r;
     // Like posix_fallocate(3): where the file system cannot allocate, write zeroes instead.
     if (!is_unsupported(r.error().err())) {
-      (void)truncate_fd(s_.fd.get(), *current, "Could not restore the old file length");
+      (void)truncate_fd(s_.access.fd(), *current, "Could not restore the old file length");
       co_return errno_error(r.error().err(), "Could not preallocate new data");
     }
   }
   auto task = preallocate_full(*current, size);
   auto r = co_await task;
-  if (!r) (void)truncate_fd(s_.fd.get(), *current, "Could not restore the old file length");
+  if (!r) (void)truncate_fd(s_.access.fd(), *current, "Could not restore the old file length");
   co_return r;
 }
 
@@ -397,7 +389,7 @@ Task<Result<void>> FileDriver::truncate_regular(uint64_t size, PreallocMode prea
 // from before `from`; the file is trimmed to `to` at the end.
 Task<Result<void>> FileDriver::preallocate_full(uint64_t from, uint64_t to) {
   constexpr uint64_t kChunk = 1 << 20;
-  auto grown = truncate_fd(s_.fd.get(), to, "Could not resize file");
+  auto grown = truncate_fd(s_.access.fd(), to, "Could not resize file");
   if (!grown) co_return grown;
   const uint64_t align = s_.direct ? s_.alignment.request : 1;
   const size_t buf_align = std::max<size_t>(4096, s_.alignment.memory);
@@ -414,26 +406,37 @@ Task<Result<void>> FileDriver::preallocate_full(uint64_t from, uint64_t to) {
     if (!wr) co_return wr.error().prefixed("Could not write zeros for preallocation");
     pos += len;
   }
-  auto trimmed = truncate_fd(s_.fd.get(), to, "Could not resize file");
+  auto trimmed = truncate_fd(s_.access.fd(), to, "Could not resize file");
   if (!trimmed) co_return trimmed;
-  auto sync = s_.io->fdatasync(s_.fd.get());
+  auto sync = s_.io->fdatasync(s_.access.fd());
   auto synced = co_await sync;
   if (!synced) co_return synced.error().prefixed("Could not flush file to disk");
   co_return Result<void>{};
 }
 
 Result<void> FileDriver::check_perm(Perm perm, Perm shared) {
-  pending_ = Pending{perm, shared};
-  return {};
+  // Read at every change rather than kept from open, so that a reopen that changes read-only
+  // or auto-read-only takes effect at its permission refresh (as in QEMU's raw_check_perm).
+  const NodeOptions& o = s_.node->options();
+  return s_.access.prepare(perm, shared, access_policy(o.read_only, o.auto_read_only));
 }
 
-void FileDriver::set_perm(Perm perm, Perm shared) {
-  perm_ = perm;
-  shared_ = shared;
-  pending_.reset();
-}
+// The transaction's new permissions were given to check_perm; FileAccess kept them.
+void FileDriver::set_perm(Perm, Perm) { s_.access.commit(); }
 
-void FileDriver::abort_perm_update() { pending_.reset(); }
+void FileDriver::abort_perm_update() { s_.access.abort(); }
+
+bool use_locks(LockingMode mode, int fd) {
+  switch (mode) {
+    case LockingMode::kOn:
+      return true;
+    case LockingMode::kOff:
+      return false;
+    case LockingMode::kAuto:
+      return file_lock::supported(fd);
+  }
+  return false;
+}
 
 Task<Result<std::unique_ptr<Driver>>> open_file(OpenContext& ctx) {
   auto opts = parse_options(ctx.options());
@@ -446,28 +449,35 @@ Task<Result<std::unique_ptr<Driver>>> open_file(OpenContext& ctx) {
   s.node = &ctx.node();
   s.io = *io;
   s.filename = opts->filename;
-  s.locking = opts->locking;
   s.direct = generic.cache_direct;
-  auto fd = open_image(s.filename, !generic.read_only, s.direct);
+  // An auto-read-only node starts read-only: no parent writes yet, and opening must not fail
+  // for lack of write access. The first writer's permission refresh makes it read-write.
+  AccessPolicy policy = access_policy(generic.read_only, generic.auto_read_only);
+  bool read_write = wants_read_write(policy, Perm::kNone);
+  auto fd = open_image(s.filename, read_write, s.direct);
   if (!fd) co_return fd.error();
-  s.fd = std::move(*fd);
 
-  auto kind = file_kind(s.fd.get(), s.filename);
+  auto kind = file_kind(fd->get(), s.filename);
   if (!kind) co_return kind.error();
   s.kind = *kind;
-  if (!generic.read_only) {
-    auto writable = check_device_writable(s.fd.get(), s.kind);
+  if (read_write) {
+    auto writable = check_device_writable(fd->get(), s.kind);
     if (!writable) co_return writable.error();
   }
-  auto length = file_length(s.fd.get(), s.kind);
+  FileAccess::Config config{s.filename, ctx.node().name(), s.kind, s.direct,
+                            use_locks(opts->locking, fd->get())};
+  s.access = FileAccess(std::move(*fd), read_write, std::move(config));
+  auto length = file_length(s.access.fd(), s.kind);
   if (!length) co_return length.error();
   s.length = *length;
   if (s.kind == FileKind::kBlockDevice) {
-    auto lbs = logical_block_size(s.fd.get());
+    auto lbs = logical_block_size(s.access.fd());
     if (!lbs) co_return lbs.error();
     s.block_size = *lbs;
   }
-  if (s.direct) s.alignment = find_direct_alignment(s.fd.get(), s.kind);
+  // A descriptor re-opened for auto-read-only has the same file and O_DIRECT flag, hence the
+  // same alignment: it is not probed again.
+  if (s.direct) s.alignment = find_direct_alignment(s.access.fd(), s.kind);
   co_return std::unique_ptr<Driver>(std::make_unique<FileDriver>(std::move(s)));
 }
 
