@@ -39,6 +39,12 @@ class FileIo {
   // pwritev(2) at `offset`; with `fua`, the data is durable on completion (RWF_DSYNC).
   virtual Task<Result<size_t>> pwritev(int fd, IoVec iov, uint64_t offset, bool direct,
                                        bool fua) = 0;
+  // Declares that `fd` stays open on the same file until forget_file(fd). The backend may then
+  // remember what it learns about the file once, instead of checking the descriptor on every
+  // request (a file on tmpfs keeps its data in memory, so its transfers are done synchronously).
+  virtual void register_file(int fd) = 0;
+  virtual void forget_file(int fd) = 0;
+
   // fdatasync(2).
   virtual Task<Result<void>> fdatasync(int fd) = 0;
   // fallocate(2) with `mode` (FALLOC_FL_* bits).

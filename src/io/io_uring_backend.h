@@ -43,6 +43,8 @@ class IoUringBackend final : public FileIo {
   AioMode mode() const override { return AioMode::kIoUring; }
   Task<Result<size_t>> preadv(int fd, IoVec iov, uint64_t offset, bool direct) override;
   Task<Result<size_t>> pwritev(int fd, IoVec iov, uint64_t offset, bool direct, bool fua) override;
+  void register_file(int fd) override { fast_path_.register_file(fd); }
+  void forget_file(int fd) override { fast_path_.forget_file(fd); }
   Task<Result<void>> fdatasync(int fd) override;
   Task<Result<void>> fallocate(int fd, int mode, uint64_t offset, uint64_t len) override;
 

@@ -78,7 +78,11 @@ std::optional<ssize_t> SyncFastPath::try_pwritev(int fd, const IoVec& iov, uint6
 std::optional<ssize_t> SyncFastPath::try_sync(VectorCall call, bool& nowait, bool allow_nowait,
                                               int fd, const IoVec& iov, uint64_t offset,
                                               int rw_flags) {
-  if (is_known_memory_file(fd)) return call(fd, iov.iovecs(), offset, rw_flags);
+  if (std::find(registered_memory_fds_.begin(), registered_memory_fds_.end(), fd) !=
+          registered_memory_fds_.end() ||
+      is_known_memory_file(fd)) {
+    return call(fd, iov.iovecs(), offset, rw_flags);
+  }
   bool unsupported = false;
   if (nowait && allow_nowait) {
     ssize_t n = call(fd, iov.iovecs(), offset, rw_flags | RWF_NOWAIT);
@@ -91,6 +95,19 @@ std::optional<ssize_t> SyncFastPath::try_sync(VectorCall call, bool& nowait, boo
   if (check_memory_file(fd)) return call(fd, iov.iovecs(), offset, rw_flags);
   if (unsupported) nowait = false;
   return std::nullopt;
+}
+
+void SyncFastPath::register_file(int fd) {
+  forget_file(fd);
+  if (!check_memory_file(fd)) return;
+  // check_memory_file remembered it for fstat() checks; the owner's promise replaces those.
+  std::erase_if(memory_files_, [fd](const MemoryFile& m) { return m.fd == fd; });
+  registered_memory_fds_.push_back(fd);
+}
+
+void SyncFastPath::forget_file(int fd) {
+  std::erase(registered_memory_fds_, fd);
+  std::erase_if(memory_files_, [fd](const MemoryFile& m) { return m.fd == fd; });
 }
 
 bool SyncFastPath::is_known_memory_file(int fd) {

@@ -62,6 +62,11 @@ class SyncFastPath {
   std::optional<ssize_t> try_preadv(int fd, const IoVec& iov, uint64_t offset);
   std::optional<ssize_t> try_pwritev(int fd, const IoVec& iov, uint64_t offset, bool fua);
 
+  // Files registered by their owner (FileIo::register_file): checked once here, then trusted
+  // without the per-request fstat() until forgotten.
+  void register_file(int fd);
+  void forget_file(int fd);
+
  private:
   using VectorCall = ssize_t (*)(int, std::span<const iovec>, uint64_t, int);
   struct MemoryFile {
@@ -81,6 +86,7 @@ class SyncFastPath {
   bool read_nowait_ = true;
   bool write_nowait_ = true;
   std::vector<MemoryFile> memory_files_;  // most recently found last
+  std::vector<int> registered_memory_fds_;
 };
 
 }  // namespace strata

@@ -116,7 +116,10 @@ class FileDriver final : public Driver {
     DirectAlignment alignment{1, 1};
     uint32_t block_size = 1;  // block devices: the zeroing/discard unit
   };
-  explicit FileDriver(State state) : s_(std::move(state)) {}
+  explicit FileDriver(State state) : s_(std::move(state)) { s_.io->register_file(s_.access.fd()); }
+  // The descriptor number stays the same across read-only/read-write switches (FileAccess swaps
+  // with dup3), so the registration holds until the descriptor closes after this.
+  ~FileDriver() override { s_.io->forget_file(s_.access.fd()); }
 
   uint64_t length() const override { return s_.length; }
   NodeLimits limits() const override;

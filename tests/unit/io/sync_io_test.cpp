@@ -125,6 +125,33 @@ TEST(SyncFastPath, ReusedFdNumberIsNotTakenForTheRememberedMemoryFile) {
   EXPECT_TRUE(fast.try_pwritev(memory.fd(), IoVec(buf, sizeof buf), 0, true).has_value());
 }
 
+// A registered file is checked once: its owner promises the fd stays on that file until it is
+// forgotten, so no request pays for an fstat(). (The test breaks the promise on purpose to show
+// that nothing is checked any more, then keeps it again.)
+TEST(SyncFastPath, RegisteredMemoryFileIsTrustedUntilForgotten) {
+  TempFile memory("/dev/shm");
+  TempFile disk("/var/tmp");
+  ASSERT_GE(memory.fd(), 0);
+  ASSERT_GE(disk.fd(), 0);
+  if (!on_tmpfs(memory.fd()) || on_tmpfs(disk.fd())) {
+    GTEST_SKIP() << "needs /dev/shm on tmpfs and /var/tmp on a disk file system";
+  }
+  SyncFastPath fast;
+  char buf[512] = {};
+  fast.register_file(disk.fd());  // not in memory: registering changes nothing
+  EXPECT_FALSE(fast.try_pwritev(disk.fd(), IoVec(buf, sizeof buf), 0, true).has_value());
+
+  fast.register_file(memory.fd());
+  int saved = ::dup(memory.fd());
+  ASSERT_GE(saved, 0);
+  ASSERT_EQ(::dup2(disk.fd(), memory.fd()), memory.fd());
+  EXPECT_TRUE(fast.try_pwritev(memory.fd(), IoVec(buf, sizeof buf), 0, true).has_value());
+  fast.forget_file(memory.fd());
+  EXPECT_FALSE(fast.try_pwritev(memory.fd(), IoVec(buf, sizeof buf), 0, true).has_value());
+  ASSERT_EQ(::dup2(saved, memory.fd()), memory.fd());
+  ::close(saved);
+}
+
 // Device nodes live on devtmpfs, which reports itself as tmpfs, but their I/O goes to the
 // device: it must not be done synchronously on the loop. (/dev/null stands in for a disk here,
 // harmlessly; a FUA write skips the RWF_NOWAIT attempt and reaches the in-memory check.)
