@@ -43,6 +43,10 @@ class Child {
   }
   // Moves the edge to another node (graph changes; the caller refreshes permissions).
   void replace_node(Node& node);
+  // A frozen edge cannot be pointed at another node or removed by a reopen ("Cannot change
+  // frozen 'backing' link from 'top' to 'base'"). Jobs freeze the chain they work on.
+  bool frozen() const { return frozen_; }
+  void set_frozen(bool frozen) { frozen_ = frozen; }
 
   // I/O through this edge: the node's request path, after asserting this edge holds the
   // permission the request needs.
@@ -65,6 +69,7 @@ class Child {
   Node* node_;
   Perm perm_ = Perm::kNone;
   Perm shared_ = Perm::kAll;
+  bool frozen_ = false;
 };
 
 }  // namespace strata

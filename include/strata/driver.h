@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "strata/iovec.h"
@@ -38,6 +39,8 @@ class Child;
 class EventLoop;
 class Node;
 class OpenContext;
+class OptionReader;
+struct NodeOptions;
 
 // Flags on a single request.
 enum class ReqFlags : uint32_t {
@@ -159,14 +162,39 @@ class Driver {
   // permission transaction commits. Default: true, for drivers that have no such notion.
   virtual bool storage_read_write() const { return true; }
 
+  // Reopen (blockdev-reopen, Engine::reopen), one transaction over many nodes:
+  //   1. reopen_prepare on every node, in queue order (parents before their inline children);
+  //   2. the permission refresh: from here until 3., node.options() already holds the new
+  //      generic options, so check_perm sees the post-reopen read-only, auto-read-only and
+  //      cache flags (a file node reopens its descriptor there);
+  //   3. reopen_commit on every node in reverse queue order, then set_perm; or, if anything
+  //      failed, abort_perm_update and reopen_abort on every node whose prepare succeeded.
+  // The core checks the driver-specific options before prepare: an option not listed in
+  // mutable_options() must be given again with its value at open ("Cannot change the option
+  // '<x>'"; left out: "Option '<x>' cannot be reset to its default value"). Options that are
+  // listed may change or be left out (meaning: back to the default); prepare reads them from
+  // `options` (the node's new driver-specific options; child and generic options are removed),
+  // validates and stages them, and may refuse the new generic options. A reopen may also give
+  // the node a new `file` or `backing` node (the edge object stays) or remove or add its
+  // `backing` edge, so a driver looks its backing edge up through the node when it needs it.
+  // Defaults: nothing is mutable, prepare accepts, commit and abort do nothing.
+  virtual std::span<const std::string_view> mutable_options() const { return {}; }
+  virtual Result<void> reopen_prepare(OptionReader& options, const NodeOptions& new_generic);
+  virtual void reopen_commit();
+  virtual void reopen_abort();
+
  protected:
   Driver() = default;
 };
 
 // Default permission rules by role (QEMU's bdrv_default_perms), for drivers to reuse.
 // `writable` says whether the node may write (not read-only after any pending reopen).
-ChildPerms default_child_perms(ChildRole role, Perm parent_perm, Perm parent_shared,
-                               bool writable);
+// `auto_read_only` is the node's auto-read-only option: a writable node with it takes WRITE and
+// RESIZE on a METADATA child only while a parent holds one of kWritePerms (QEMU takes them as
+// soon as the node is writable), so a chain over auto-read-only storage stays read-only until
+// someone writes.
+ChildPerms default_child_perms(ChildRole role, Perm parent_perm, Perm parent_shared, bool writable,
+                               bool auto_read_only = false);
 
 enum class DriverKind { kProtocol, kFormat, kFilter };
 
@@ -177,6 +205,10 @@ struct DriverClass {
   // Opens a node: reads the driver's own options from ctx.options() (generic options are
   // already consumed), opens children with ctx.open_child(), and returns the driver state.
   Task<Result<std::unique_ptr<Driver>>> (*open)(OpenContext& ctx);
+  // Whether a reopen may give a node of this kind a `backing` child it was opened without
+  // (formats with backing files, such as qcow2). Filters and nodes that already have one need
+  // not set it.
+  bool supports_backing = false;
 };
 
 }  // namespace strata

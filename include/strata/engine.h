@@ -13,6 +13,7 @@
 // Threading: event loop thread only.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -69,6 +70,30 @@ class Engine {
   Result<std::unique_ptr<BlockBackend>> attach_backend(Node& node, std::string name, Perm perm,
                                                        Perm shared);
 
+  // blockdev-reopen: each entry is a node's full configuration (BlockdevOptions naming an
+  // existing node); all entries are applied as one transaction, or nothing changes. Options
+  // left out go back to their defaults (or, for an inline child, to what it inherits from its
+  // parent); node-name, driver and force-share cannot change; `file` and `backing` may name
+  // another node, `backing` may be null (detach), a dict reopens an inline child. Inline
+  // children that are left out are reopened too, inheriting from their parent. With
+  // `keep_old_options` (QEMU's keep_old_opts: qemu-io's reopen -o) options left out keep their
+  // current values instead, and `driver` may be left out. See src/core/reopen.cpp for the
+  // order of the checks and every error text.
+  Task<Result<void>> reopen(std::vector<nlohmann::json> entries,
+                            OptionSyntax syntax = OptionSyntax::kJson,
+                            bool keep_old_options = false);
+  // QEMU's bdrv_reopen_set_read_only: only read-only changes (keep_old_options), for jobs and
+  // for strata-io's reopen -r/-w. Errors: "Read-only block node '<node>' cannot support
+  // read-write users" while a parent holds WRITE; the node's inline children follow it unless
+  // their read-only was set explicitly. The node is looked up by name when the task runs.
+  Task<Result<void>> set_read_only(Node& node, bool read_only);
+
+  // Called after a permission transaction commits, once for each node whose storage switched
+  // between read-only and read-write (Driver::storage_read_write), in graph order. A listener
+  // must not change the graph.
+  using AccessListener = std::function<void(Node& node, bool read_write)>;
+  void add_access_listener(AccessListener listener);
+
   // ---- used by the core ----
   // Opens a node from options; `parent` and `role` are set for inline children (inheritance).
   Task<Result<Node*>> open_node(nlohmann::json options, OptionSyntax syntax, Node* parent,
@@ -86,8 +111,13 @@ class Engine {
   // Removes a user's root edge (BlockBackend's destructor). A node nothing holds afterwards is
   // closed on the loop; the Engine's destructor waits for such closes.
   void detach_backend(BlockBackend& backend);
+  // Tells the access listeners that `node`'s storage switched (the permission transaction).
+  void notify_access(Node& node, bool read_write);
 
  private:
+  // The reopen transaction (src/core/reopen.cpp) edits edges and closes what it detached.
+  friend class ReopenTransaction;
+
   Task<void> close_node(Node* node);
   Task<void> close_detached(Node* node);
   Task<void> close_all();
@@ -113,6 +143,7 @@ class Engine {
   std::vector<BlockBackend*> backends_;
   std::unordered_set<const Node*> closing_;  // being closed: invisible to find_node
   uint64_t pending_closes_ = 0;              // closes started by detach_backend
+  std::vector<AccessListener> access_listeners_;
 };
 
 }  // namespace strata

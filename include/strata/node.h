@@ -15,6 +15,7 @@
 #include <coroutine>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
@@ -61,6 +62,16 @@ struct ExplicitOptions {
   bool detect_zeroes = false;
 };
 
+// A node's access mode: as configured, and what its storage holds right now. With
+// auto-read-only=on (and read-only=off) the node is writable on demand: its storage is
+// read-write only while a parent holds one of kWritePerms (for drivers that have such a notion;
+// see Driver::storage_read_write).
+struct NodeAccess {
+  bool read_only = false;
+  bool auto_read_only = false;
+  bool storage_read_write = false;
+};
+
 // Something that can be a parent of a node: another node, or a user (export, job, tool).
 class Parent {
  public:
@@ -102,6 +113,11 @@ class Node final : public Parent {
   // The parent that opened this node as an inline child and whose options it inherited, or
   // nullptr (a node added on its own, or given to its parents by reference).
   Node* inherits_from() const { return inherits_from_; }
+  // The configured mode and the storage's current one.
+  NodeAccess access() const;
+  // The driver-specific options the node was opened (or last reopened) with, as given: the
+  // option object without the generic options and the children. A reopen compares against it.
+  const nlohmann::json& driver_options() const { return driver_options_; }
 
   std::span<Child* const> children() const { return children_; }
   std::span<Child* const> parents() const { return parents_; }
@@ -153,10 +169,14 @@ class Node final : public Parent {
     explicit_ = explicit_options;
     inherits_from_ = inherits_from;
   }
+  void set_driver_options(nlohmann::json options) { driver_options_ = std::move(options); }
   void add_child(Child* child) { children_.push_back(child); }
   void remove_child(Child* child);
   void add_parent(Child* edge) { parents_.push_back(edge); }
   void remove_parent(Child* edge);
+  // Puts back the order of the edges saved before a graph change that failed (the same edges,
+  // which the undo has already put back, in their old order: conflict messages depend on it).
+  void restore_edge_order(std::vector<Child*> children, std::vector<Child*> parents);
   NodeOptions& mutable_options() { return options_; }
 
  private:
@@ -197,6 +217,7 @@ class Node final : public Parent {
   std::vector<Child*> parents_;
   ExplicitOptions explicit_;
   Node* inherits_from_ = nullptr;
+  nlohmann::json driver_options_ = nlohmann::json::object();
 
   uint64_t in_flight_ = 0;
   // Every request in flight, oldest first (an intrusive list: the entries live in the

@@ -40,12 +40,17 @@ ChildPerms Driver::child_perms(const Child& child, ChildRole role, Perm parent_p
   // The parent of `child` is the node this driver serves.
   Node* self = child.parent().as_node();
   bool writable = self != nullptr && !self->is_read_only();
-  return default_child_perms(role, parent_perm, parent_shared, writable);
+  bool auto_read_only = self != nullptr && self->options().auto_read_only;
+  return default_child_perms(role, parent_perm, parent_shared, writable, auto_read_only);
 }
 
 Result<void> Driver::check_perm(Perm, Perm) { return {}; }
 void Driver::set_perm(Perm, Perm) {}
 void Driver::abort_perm_update() {}
+
+Result<void> Driver::reopen_prepare(OptionReader&, const NodeOptions&) { return {}; }
+void Driver::reopen_commit() {}
+void Driver::reopen_abort() {}
 
 namespace {
 
@@ -66,12 +71,16 @@ ChildPerms cow_perms(Perm parent_perm, Perm parent_shared) {
 }
 
 // The child that stores the image: what the parents need, plus what the format itself needs.
-ChildPerms storage_perms(ChildRole role, Perm parent_perm, Perm parent_shared, bool writable) {
+ChildPerms storage_perms(ChildRole role, Perm parent_perm, Perm parent_shared, bool writable,
+                         bool auto_read_only) {
   ChildPerms out = filtered_perms(parent_perm, parent_shared);
   if (has_role(role, ChildRole::kMetadata)) {
     // A writable format updates its metadata (headers, allocation tables) even when no parent
-    // writes, and it cannot let anyone else change or resize the file under its tables.
-    if (writable) out.perm |= Perm::kWrite | Perm::kResize;
+    // writes, and it cannot let anyone else change or resize the file under its tables. With
+    // auto-read-only the format is writable only on demand: it claims write access below only
+    // while someone above writes, so the storage underneath can stay read-only until then.
+    bool writes_metadata = writable && (!auto_read_only || has_any(parent_perm, kWritePerms));
+    if (writes_metadata) out.perm |= Perm::kWrite | Perm::kResize;
     out.perm |= Perm::kConsistentRead;
     out.shared &= ~(Perm::kWrite | Perm::kResize);
   }
@@ -87,12 +96,12 @@ ChildPerms storage_perms(ChildRole role, Perm parent_perm, Perm parent_shared, b
 
 }  // namespace
 
-ChildPerms default_child_perms(ChildRole role, Perm parent_perm, Perm parent_shared,
-                               bool writable) {
+ChildPerms default_child_perms(ChildRole role, Perm parent_perm, Perm parent_shared, bool writable,
+                               bool auto_read_only) {
   if (has_role(role, ChildRole::kFiltered)) return filtered_perms(parent_perm, parent_shared);
   if (has_role(role, ChildRole::kCow)) return cow_perms(parent_perm, parent_shared);
   if (has_role(role, ChildRole::kData | ChildRole::kMetadata)) {
-    return storage_perms(role, parent_perm, parent_shared, writable);
+    return storage_perms(role, parent_perm, parent_shared, writable, auto_read_only);
   }
   // An edge without a storage role (PRIMARY alone, or none) carries no data: it needs nothing
   // and lets others do anything.

@@ -147,30 +147,17 @@ Task<void> Engine::close_detached(Node* node) {
   --pending_closes_;
 }
 
+void Engine::add_access_listener(AccessListener listener) {
+  access_listeners_.push_back(std::move(listener));
+}
+
+void Engine::notify_access(Node& node, bool read_write) {
+  for (const AccessListener& listener : access_listeners_) listener(node, read_write);
+}
+
 Result<Child*> Engine::attach_child(Parent& parent, Node& child, std::string name, ChildRole role) {
   return link_edge(parent, child, std::move(name), role, ChildPerms{});
 }
-
-namespace {
-
-// True if `target` is `from` or lies below it.
-bool reaches(Node& from, const Node& target) {
-  if (&from == &target) return true;
-  std::vector<Node*> stack{&from};
-  std::unordered_set<Node*> seen{&from};
-  while (!stack.empty()) {
-    Node* n = stack.back();
-    stack.pop_back();
-    for (Child* c : n->children()) {
-      Node* below = &c->node();
-      if (below == &target) return true;
-      if (seen.insert(below).second) stack.push_back(below);
-    }
-  }
-  return false;
-}
-
-}  // namespace
 
 Result<Child*> Engine::link_edge(Parent& parent, Node& child, std::string name, ChildRole role,
                                  ChildPerms initial) {

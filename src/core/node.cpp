@@ -17,6 +17,14 @@ Node::~Node() { assert(parents_.empty() && children_.empty() && in_flight_ == 0)
 
 EventLoop& Node::loop() { return engine_->loop(); }
 
+NodeAccess Node::access() const {
+  NodeAccess a;
+  a.read_only = options_.read_only;
+  a.auto_read_only = options_.auto_read_only;
+  a.storage_read_write = driver_ != nullptr && driver_->storage_read_write();
+  return a;
+}
+
 void Node::set_driver(std::unique_ptr<Driver> driver) {
   driver_ = std::move(driver);
   refresh_limits();
@@ -74,6 +82,13 @@ void Node::remove_parent(Child* edge) {
   auto it = std::find(parents_.begin(), parents_.end(), edge);
   assert(it != parents_.end());
   parents_.erase(it);
+}
+
+void Node::restore_edge_order(std::vector<Child*> children, std::vector<Child*> parents) {
+  assert(std::is_permutation(children.begin(), children.end(), children_.begin(), children_.end()));
+  assert(std::is_permutation(parents.begin(), parents.end(), parents_.begin(), parents_.end()));
+  children_ = std::move(children);
+  parents_ = std::move(parents);
 }
 
 }  // namespace strata

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "generic_options.h"
 #include "strata/block_backend.h"
 #include "strata/child.h"
 #include "strata/engine.h"
@@ -28,116 +29,30 @@ namespace {
 // QEMU's limit: node_name is a char[32].
 constexpr size_t kMaxNodeName = 31;
 
-constexpr std::array<std::pair<std::string_view, DiscardMode>, 4> kDiscardValues{{
-    {"ignore", DiscardMode::kIgnore},
-    {"unmap", DiscardMode::kUnmap},
-    // QEMU's bdrv_parse_discard_flags takes these aliases too.
-    {"off", DiscardMode::kIgnore},
-    {"on", DiscardMode::kUnmap},
-}};
-
-constexpr std::array<std::pair<std::string_view, DetectZeroes>, 3> kDetectZeroesValues{{
-    {"off", DetectZeroes::kOff},
-    {"on", DetectZeroes::kOn},
-    {"unmap", DetectZeroes::kUnmap},
-}};
-
-struct Generic {
-  NodeOptions options;
-  ExplicitOptions given;
-  std::optional<std::string> node_name;
-};
-
-// Reads an optional boolean into `out`, noting whether it was given.
-Result<void> read_bool(OptionReader& reader, std::string_view key, bool& out, bool& given) {
-  auto v = reader.get_bool(key);
-  if (!v) return v.error();
-  if (*v) {
-    out = **v;
-    given = true;
-  }
-  return {};
-}
-
-Result<void> read_cache(OptionReader& reader, Generic& g) {
-  const nlohmann::json* cache = reader.take("cache");
-  if (cache == nullptr) return {};
-  std::string name = reader.full_name("cache");
-  auto is_object = OptionReader::expect_object(*cache, name);
-  if (!is_object) return is_object;
-  OptionReader sub(*cache, reader.syntax(), name + ".");
-  auto r = read_bool(sub, "direct", g.options.cache_direct, g.given.cache_direct);
-  if (!r) return r;
-  r = read_bool(sub, "no-flush", g.options.cache_no_flush, g.given.cache_no_flush);
-  if (!r) return r;
-  return sub.finish();
-}
-
-Result<void> read_enums(OptionReader& reader, Generic& g) {
-  auto discard = reader.get_enum<DiscardMode>("discard", kDiscardValues);
-  if (!discard) return discard.error();
-  if (*discard) {
-    g.options.discard = **discard;
-    g.given.discard = true;
-  }
-  auto detect = reader.get_enum<DetectZeroes>("detect-zeroes", kDetectZeroesValues);
-  if (!detect) return detect.error();
-  if (*detect) {
-    g.options.detect_zeroes = **detect;
-    g.given.detect_zeroes = true;
-  }
-  return {};
-}
-
-// QEMU's bdrv_inherited_options / bdrv_backing_options: an inline child takes its parent's
-// values for what it does not set itself. Never inherited: detect-zeroes, node-name, driver
-// options.
-void inherit(Generic& g, const Node* parent, ChildRole role) {
-  NodeOptions& o = g.options;
-  if (parent == nullptr) return;  // top level: the defaults NodeOptions already holds
-  const NodeOptions& p = parent->options();
-  if (!g.given.cache_direct) o.cache_direct = p.cache_direct;
-  if (!g.given.cache_no_flush) o.cache_no_flush = p.cache_no_flush;
-  if (!g.given.force_share) o.force_share = p.force_share;
-  if (has_role(role, ChildRole::kCow)) {
-    // Backing files are only read; a writer that needs one writable reopens it.
-    if (!g.given.read_only) o.read_only = true;
-    if (!g.given.auto_read_only) o.auto_read_only = false;
-  } else {
-    if (!g.given.read_only) o.read_only = p.read_only;
-    if (!g.given.auto_read_only) o.auto_read_only = p.auto_read_only;
-  }
-  // The parent applies its own discard policy; below it discards simply pass through.
-  if (!g.given.discard) o.discard = DiscardMode::kUnmap;
-}
-
-Result<Generic> parse_generic(OptionReader& reader, const Node* parent, ChildRole role) {
-  Generic g;
-  auto driver = reader.get_string("driver");
-  if (!driver) return driver.error();
-  if (!*driver) return reader.missing("driver");
-  g.options.driver = **driver;
-  auto name = reader.get_string("node-name");
-  if (!name) return name.error();
-  g.node_name = *name;
-
-  auto r = read_bool(reader, "read-only", g.options.read_only, g.given.read_only);
-  if (r) r = read_bool(reader, "auto-read-only", g.options.auto_read_only, g.given.auto_read_only);
-  if (r) r = read_bool(reader, "force-share", g.options.force_share, g.given.force_share);
-  if (r) r = read_cache(reader, g);
-  if (r) r = read_enums(reader, g);
-  if (!r) return r.error();
-
-  inherit(g, parent, role);
-  if (g.options.force_share && !g.options.read_only) {
-    return fail(EINVAL, "force-share=on can only be used with read-only images");
-  }
-  if (g.options.detect_zeroes == DetectZeroes::kUnmap && g.options.discard != DiscardMode::kUnmap) {
-    return fail(EINVAL,
-                "setting detect-zeroes to unmap is not allowed without setting discard "
-                "operation to unmap");
-  }
+// Parses the generic options of a node being opened, with inheritance from the parent that
+// opens it (an inline child), and checks their combinations.
+Result<GenericOptions> open_generic(OptionReader& reader, const Node* parent, ChildRole role) {
+  auto g = parse_generic(reader);
+  if (!g) return g.error();
+  if (!g->driver) return reader.missing("driver");
+  g->options.driver = *g->driver;
+  inherit(*g, parent != nullptr ? &parent->options() : nullptr, role);
+  auto valid = validate_generic(g->options);
+  if (!valid) return valid.error();
   return g;
+}
+
+// What a node keeps of its options for a later reopen: the driver's own, as given. Generic
+// options live in NodeOptions; children are edges (and `backing: null` means no edge).
+nlohmann::json driver_options_of(const nlohmann::json& options, const Node& node) {
+  nlohmann::json out = nlohmann::json::object();
+  for (auto it = options.begin(); it != options.end(); ++it) {
+    const std::string& key = it.key();
+    if (is_generic_option(key) || key == "file" || key == "backing") continue;
+    if (node.child(key) != nullptr) continue;
+    out[key] = *it;
+  }
+  return out;
 }
 
 // QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
@@ -257,7 +172,7 @@ Task<Result<Node*>> Engine::open_node(nlohmann::json options, OptionSyntax synta
   auto is_object = OptionReader::expect_object(options, what);
   if (!is_object) co_return is_object.error();
   OptionReader reader(options, syntax, prefix);
-  auto generic = parse_generic(reader, parent, role);
+  auto generic = open_generic(reader, parent, role);
   if (!generic) co_return generic.error();
   const DriverClass* driver_class = find_driver(generic->options.driver);
   if (driver_class == nullptr) {
@@ -282,6 +197,7 @@ Task<Result<Node*>> Engine::open_node(nlohmann::json options, OptionSyntax synta
   Result<void> status;
   if (driver) {
     node->set_driver(std::move(*driver));
+    node->set_driver_options(driver_options_of(options, *node));
     status = reader.finish();
   } else {
     status = driver.error();

@@ -8,9 +8,16 @@
 #include <unordered_set>
 
 #include "strata/child.h"
+#include "strata/engine.h"
 #include "strata/node.h"
 
 namespace strata {
+namespace {
+
+// Permissions that change what a reader sees, which a read-only node never grants.
+constexpr Perm kChanging = Perm::kWrite | Perm::kWriteUnchanged;
+
+}  // namespace
 
 Result<void> check_a_allows_b(std::string_view node_name, const EdgeView& a, const EdgeView& b) {
   Perm conflict = b.perm & ~a.shared;
@@ -50,7 +57,7 @@ ChildPerms edge_perms(Node& parent, const Child& edge, Perm cumulative_perm,
       parent.has_driver()
           ? parent.driver().child_perms(edge, edge.role(), cumulative_perm, cumulative_shared)
           : default_child_perms(edge.role(), cumulative_perm, cumulative_shared,
-                                !parent.is_read_only());
+                                !parent.is_read_only(), parent.options().auto_read_only);
   if (edge.node().options().force_share) out.shared = Perm::kAll;
   return out;
 }
@@ -83,6 +90,22 @@ std::vector<Node*> topological_order(std::span<Node* const> start) {
   return finished;
 }
 
+bool reaches(const Node& from, const Node& target) {
+  if (&from == &target) return true;
+  std::vector<const Node*> stack{&from};
+  std::unordered_set<const Node*> seen{&from};
+  while (!stack.empty()) {
+    const Node* n = stack.back();
+    stack.pop_back();
+    for (const Child* c : n->children()) {
+      const Node* below = &c->node();
+      if (below == &target) return true;
+      if (seen.insert(below).second) stack.push_back(below);
+    }
+  }
+  return false;
+}
+
 PermUpdate::~PermUpdate() {
   if (!finished_) abort();
 }
@@ -92,9 +115,28 @@ void PermUpdate::set_edge(Child& edge, Perm perm, Perm shared) {
   edge.set_perms(perm, shared);
 }
 
+void PermUpdate::note_reopening(const Node& node, bool read_only_before) {
+  read_only_before_[&node] = read_only_before;
+}
+
 Result<void> PermUpdate::refresh(std::span<Node* const> start) {
   std::unordered_set<Node*> dirty(start.begin(), start.end());
-  for (Node* node : topological_order(start)) {
+  // While a single node is dirty, nothing that still needs a refresh can lie above it: every
+  // later change comes from below it. So it goes first without ordering the graph, which keeps
+  // the common change (one edge, a walk down a chain that stops after a few nodes) independent
+  // of the graph's size.
+  while (dirty.size() == 1) {
+    Node* node = *dirty.begin();
+    dirty.clear();
+    auto r = refresh_node(*node, dirty);
+    if (!r) return r;
+  }
+  if (dirty.empty()) return {};
+  // Several: parents first among them and below them. No node refreshed so far lies below one
+  // of them (it would have been dirtied by it, which makes a cycle), so ordering what remains
+  // is enough.
+  std::vector<Node*> pending(dirty.begin(), dirty.end());
+  for (Node* node : topological_order(pending)) {
     if (dirty.count(node) == 0) continue;
     auto r = refresh_node(*node, dirty);
     if (!r) return r;
@@ -107,10 +149,8 @@ Result<void> PermUpdate::refresh_node(Node& node, std::unordered_set<Node*>& dir
   if (!conflicts) return conflicts;
   Perm perm = node.cumulative_perm();
   Perm shared = node.cumulative_shared();
-  constexpr Perm kChanging = Perm::kWrite | Perm::kWriteUnchanged;
-  if (has_any(perm, kChanging) && node.is_read_only()) {
-    return fail(EPERM, "Block node is read-only");
-  }
+  auto writable = check_writable(node, perm);
+  if (!writable) return writable;
   if (node.has_driver()) {
     // Writing whole aligned blocks would extend an image whose size is not a multiple of the
     // alignment, which only a user holding RESIZE may do.
@@ -120,9 +160,10 @@ Result<void> PermUpdate::refresh_node(Node& node, std::unordered_set<Node*>& dir
                   "Cannot get 'write' permission without 'resize': Image size is not a multiple "
                   "of request alignment");
     }
+    bool storage_read_write = node.driver().storage_read_write();
     auto prepared = node.driver().check_perm(perm, shared);
     if (!prepared) return prepared;
-    prepared_.push_back({&node, perm, shared});
+    prepared_.push_back({&node, perm, shared, storage_read_write});
   }
   for (Child* edge : node.children()) {
     ChildPerms want = edge_perms(node, *edge, perm, shared);
@@ -133,10 +174,25 @@ Result<void> PermUpdate::refresh_node(Node& node, std::unordered_set<Node*>& dir
   return {};
 }
 
+Result<void> PermUpdate::check_writable(const Node& node, Perm perm) const {
+  if (!has_any(perm, kChanging) || !node.is_read_only()) return {};
+  // QEMU's two texts: the node is read-only now, or only the pending reopen makes it so.
+  auto before = read_only_before_.find(&node);
+  if (before != read_only_before_.end() && !before->second) {
+    return fail(EPERM, "Read-only block node '{}' cannot support read-write users", node.name());
+  }
+  return fail(EPERM, "Block node is read-only");
+}
+
 void PermUpdate::commit() {
   assert(!finished_);
   finished_ = true;
   for (const Prepared& p : prepared_) p.node->driver().set_perm(p.perm, p.shared);
+  // Listeners run once every driver holds its new state.
+  for (const Prepared& p : prepared_) {
+    bool now = p.node->driver().storage_read_write();
+    if (now != p.storage_read_write) p.node->engine().notify_access(*p.node, now);
+  }
 }
 
 void PermUpdate::abort() {

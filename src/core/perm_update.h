@@ -10,11 +10,15 @@
 // Only nodes whose inputs changed are visited: a start node, or a node one of whose parent
 // edges got new perms. A node whose cumulative perms come out unchanged stops the walk there.
 //
+// commit() also reports every prepared node whose storage switched between read-only and
+// read-write (Driver::storage_read_write) to the Engine's access listeners.
+//
 // Threading: event loop thread only; no request may be waiting on a graph change in between.
 #pragma once
 
 #include <span>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -57,6 +61,10 @@ class PermUpdate {
 
   // Stages new perms on `edge` (a user's explicit perms); abort() restores the old ones.
   void set_edge(Child& edge, Perm perm, Perm shared);
+  // Says that `node`'s options are a pending reopen's and that it was read-only or not before,
+  // so that a writer on a node the reopen makes read-only is refused in QEMU's words
+  // ("Read-only block node '<node>' cannot support read-write users").
+  void note_reopening(const Node& node, bool read_only_before);
   // Refreshes the subgraph below `start` (nodes whose parents or own flags changed). On error
   // the caller calls abort(); nothing of the failed refresh is committed.
   [[nodiscard]] Result<void> refresh(std::span<Node* const> start);
@@ -73,16 +81,23 @@ class PermUpdate {
     Node* node;
     Perm perm;
     Perm shared;
+    bool storage_read_write;  // before check_perm
   };
   Result<void> refresh_node(Node& node, std::unordered_set<Node*>& dirty);
+  Result<void> check_writable(const Node& node, Perm perm) const;
 
   std::vector<EdgeUndo> edges_;
   std::vector<Prepared> prepared_;
+  std::unordered_map<const Node*, bool> read_only_before_;
   bool finished_ = false;
 };
 
 // Parents first: every node comes before its children. Covers everything reachable from
 // `start`.
 std::vector<Node*> topological_order(std::span<Node* const> start);
+
+// True if `target` is `from` or lies below it: making `from` a child of `target` would close a
+// cycle.
+bool reaches(const Node& from, const Node& target);
 
 }  // namespace strata

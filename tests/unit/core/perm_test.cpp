@@ -22,32 +22,61 @@ struct DefaultPermsRow {
   Perm parent_perm;
   Perm parent_shared;
   bool writable;
+  bool auto_read_only;
   Perm perm;
   Perm shared;
 };
 
+constexpr bool kAutoRo = true;
+constexpr bool kNoAutoRo = false;
+
 TEST(DefaultChildPerms, Table) {
   const ChildRole kFilteredPrimary = ChildRole::kFiltered | ChildRole::kPrimary;
+  const ChildRole kMetadataPrimary = ChildRole::kMetadata | ChildRole::kPrimary;
   const DefaultPermsRow rows[] = {
-      {"filter passes through", kFilteredPrimary, R | W, R | WU, true, R | W, R | WU},
-      {"filter passes nothing through", kFilteredPrimary, kNone, kAll, false, kNone, kAll},
-      {"backing: read only if parent reads", ChildRole::kCow, R | W | RS, kAll, true, R, kAll},
-      {"backing: parent does not read", ChildRole::kCow, W, R | WU, true, kNone, R | WU},
-      {"backing: parent shares write", ChildRole::kCow, R, R | W, false, R, R | WU | W | RS},
-      {"image, writable node, no users", ChildRole::kImage, kNone, kAll, true, R | W | RS, R | WU},
-      {"image, read-only node", ChildRole::kImage, kNone, kAll, false, R, R | WU},
-      {"image, write-unchanged user", ChildRole::kImage, WU, kAll, false, R | WU | W | RS, R | WU},
-      {"image, user shares nothing", ChildRole::kImage, R, kNone, true, R | W | RS, kNone},
-      {"data only: unchanged becomes write+resize", ChildRole::kData, WU, R, false, WU | W | RS, R},
-      {"data window, writer", ChildRole::kData | ChildRole::kPrimary, R | W, kAll, true, R | W | RS,
-       R | W | WU},
-      {"metadata only (external data file)", ChildRole::kMetadata | ChildRole::kPrimary, kNone,
-       kAll, true, R | W | RS, R | WU},
-      {"no role: nothing needed", ChildRole::kNone, R | W, kNone, true, kNone, kAll},
+      {"filter passes through", kFilteredPrimary, R | W, R | WU, true, kNoAutoRo, R | W, R | WU},
+      {"filter passes nothing through", kFilteredPrimary, kNone, kAll, false, kNoAutoRo, kNone,
+       kAll},
+      {"backing: read only if parent reads", ChildRole::kCow, R | W | RS, kAll, true, kNoAutoRo, R,
+       kAll},
+      {"backing: parent does not read", ChildRole::kCow, W, R | WU, true, kNoAutoRo, kNone, R | WU},
+      {"backing: parent shares write", ChildRole::kCow, R, R | W, false, kNoAutoRo, R,
+       R | WU | W | RS},
+      {"image, writable node, no users", ChildRole::kImage, kNone, kAll, true, kNoAutoRo,
+       R | W | RS, R | WU},
+      {"image, read-only node", ChildRole::kImage, kNone, kAll, false, kNoAutoRo, R, R | WU},
+      {"image, write-unchanged user", ChildRole::kImage, WU, kAll, false, kNoAutoRo,
+       R | WU | W | RS, R | WU},
+      {"image, user shares nothing", ChildRole::kImage, R, kNone, true, kNoAutoRo, R | W | RS,
+       kNone},
+      {"data only: unchanged becomes write+resize", ChildRole::kData, WU, R, false, kNoAutoRo,
+       WU | W | RS, R},
+      {"data window, writer", ChildRole::kData | ChildRole::kPrimary, R | W, kAll, true, kNoAutoRo,
+       R | W | RS, R | W | WU},
+      {"metadata only (external data file)", kMetadataPrimary, kNone, kAll, true, kNoAutoRo,
+       R | W | RS, R | WU},
+      {"no role: nothing needed", ChildRole::kNone, R | W, kNone, true, kNoAutoRo, kNone, kAll},
+      // auto-read-only: the format claims write access below only while someone above writes.
+      {"auto-ro image, no users: reads only", ChildRole::kImage, kNone, kAll, true, kAutoRo, R,
+       R | WU},
+      {"auto-ro image, a reader", ChildRole::kImage, R, R | WU, true, kAutoRo, R, R | WU},
+      {"auto-ro image, a writer", ChildRole::kImage, R | W, R | WU, true, kAutoRo, R | W | RS,
+       R | WU},
+      {"auto-ro metadata, no users", kMetadataPrimary, kNone, kAll, true, kAutoRo, R, R | WU},
+      {"auto-ro metadata, a writer", kMetadataPrimary, W, kAll, true, kAutoRo, R | W | RS, R | WU},
+      {"auto-ro metadata, write-unchanged", kMetadataPrimary, WU, kAll, true, kAutoRo,
+       R | WU | W | RS, R | WU},
+      {"auto-ro metadata, resize only", kMetadataPrimary, RS, kAll, true, kAutoRo, R | W | RS,
+       R | WU},
+      {"auto-ro but read-only node", kMetadataPrimary, kNone, kAll, false, kAutoRo, R, R | WU},
+      {"auto-ro data only, no users", ChildRole::kData, kNone, kAll, true, kAutoRo, kNone,
+       kAll & ~RS},
+      {"auto-ro backing unchanged", ChildRole::kCow, R, kAll, true, kAutoRo, R, kAll},
+      {"auto-ro filter unchanged", kFilteredPrimary, R, R | WU, true, kAutoRo, R, R | WU},
   };
   for (const DefaultPermsRow& row : rows) {
-    ChildPerms got =
-        default_child_perms(row.role, row.parent_perm, row.parent_shared, row.writable);
+    ChildPerms got = default_child_perms(row.role, row.parent_perm, row.parent_shared, row.writable,
+                                         row.auto_read_only);
     EXPECT_EQ(bits(got.perm), bits(row.perm)) << row.what;
     EXPECT_EQ(bits(got.shared), bits(row.shared)) << row.what;
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "strata/open_context.h"
 #include "strata/options.h"
@@ -27,21 +28,49 @@ std::vector<std::string> events(std::string_view kind) {
 
 // ---- RecordingDriver ----
 
-Result<void> RecordingDriver::check_perm(Perm, Perm) {
+Result<void> RecordingDriver::check_perm(Perm perm, Perm shared) {
   ++check_count;
   event_log().push_back("check:" + node_.name());
+  if (check_pending) protocol_errors.push_back("check_perm while a check is pending");
+  checked.push_back({perm, shared});
   if (fail_check_perm != 0)
     return fail(fail_check_perm, "check_perm of '{}' refused", node_.name());
+  check_pending = true;
   return {};
 }
 
 void RecordingDriver::set_perm(Perm perm, Perm shared) {
+  if (!check_pending) protocol_errors.push_back("set_perm without check_perm");
+  check_pending = false;
   last_set_perm = perm;
   last_set_shared = shared;
   event_log().push_back("set:" + node_.name());
 }
 
-void RecordingDriver::abort_perm_update() { event_log().push_back("abort:" + node_.name()); }
+void RecordingDriver::abort_perm_update() {
+  check_pending = false;
+  event_log().push_back("abort:" + node_.name());
+}
+
+Result<void> RecordingDriver::reopen_prepare(OptionReader&, const NodeOptions&) {
+  event_log().push_back("reopen-prepare:" + node_.name());
+  if (reopen_pending) protocol_errors.push_back("reopen_prepare while one is pending");
+  if (fail_reopen != 0) return fail(fail_reopen, "reopen of '{}' refused", node_.name());
+  reopen_pending = true;
+  return {};
+}
+
+void RecordingDriver::reopen_commit() {
+  if (!reopen_pending) protocol_errors.push_back("reopen_commit without reopen_prepare");
+  reopen_pending = false;
+  event_log().push_back("reopen-commit:" + node_.name());
+}
+
+void RecordingDriver::reopen_abort() {
+  if (!reopen_pending) protocol_errors.push_back("reopen_abort without reopen_prepare");
+  reopen_pending = false;
+  event_log().push_back("reopen-abort:" + node_.name());
+}
 
 Task<void> RecordingDriver::close() {
   event_log().push_back("close:" + node_.name());
@@ -50,8 +79,75 @@ Task<void> RecordingDriver::close() {
 
 // ---- TestDisk ----
 
-TestDisk::TestDisk(Node& node, EventLoop& loop, uint64_t size)
-    : RecordingDriver(node), data(size, 0), loop_(loop) {}
+namespace {
+
+// The file driver's rule (file_access.h): read-write storage unless read-only, and with
+// auto-read-only only while a parent may change the data or the size.
+bool wants_storage_rw(const NodeOptions& o, Perm perm) {
+  if (o.read_only) return false;
+  return !o.auto_read_only || has_any(perm, kWritePerms);
+}
+
+constexpr std::string_view kDiskMutable[] = {"tag"};
+
+}  // namespace
+
+TestDisk::TestDisk(Node& node, EventLoop& loop, uint64_t size, std::string tag)
+    : RecordingDriver(node),
+      data(size, 0),
+      tag(std::move(tag)),
+      loop_(loop),
+      storage_rw_(wants_storage_rw(node.options(), Perm::kNone)) {}
+
+Result<void> TestDisk::check_perm(Perm perm, Perm shared) {
+  auto r = RecordingDriver::check_perm(perm, shared);
+  if (!r) return r;
+  // node_.options() holds a pending reopen's options here (driver.h).
+  bool rw = wants_storage_rw(node_.options(), perm);
+  if (rw && !storage_rw_ && refuse_write_access != 0) {
+    check_pending = false;
+    return fail(refuse_write_access,
+                "Block node '{}' is read-only because of auto-read-only=on and its storage "
+                "refuses write access: {}",
+                node_.name(), std::strerror(refuse_write_access));
+  }
+  pending_storage_rw_ = rw;
+  return {};
+}
+
+void TestDisk::set_perm(Perm perm, Perm shared) {
+  RecordingDriver::set_perm(perm, shared);
+  if (pending_storage_rw_) storage_rw_ = *std::exchange(pending_storage_rw_, std::nullopt);
+}
+
+void TestDisk::abort_perm_update() {
+  RecordingDriver::abort_perm_update();
+  pending_storage_rw_.reset();
+}
+
+std::span<const std::string_view> TestDisk::mutable_options() const { return kDiskMutable; }
+
+Result<void> TestDisk::reopen_prepare(OptionReader& options, const NodeOptions& new_generic) {
+  auto r = RecordingDriver::reopen_prepare(options, new_generic);
+  if (!r) return r;
+  auto new_tag = options.get_string("tag");
+  if (!new_tag) {
+    reopen_pending = false;  // a failed prepare is not aborted
+    return new_tag.error();
+  }
+  pending_tag_ = new_tag->value_or("");
+  return {};
+}
+
+void TestDisk::reopen_commit() {
+  RecordingDriver::reopen_commit();
+  tag = *std::exchange(pending_tag_, std::nullopt);
+}
+
+void TestDisk::reopen_abort() {
+  RecordingDriver::reopen_abort();
+  pending_tag_.reset();
+}
 
 void TestDisk::check(const char* op, uint64_t offset, uint64_t bytes, const IoVec* iov,
                      bool grows) {
@@ -247,8 +343,10 @@ class TestFilter final : public RecordingDriver {
 Task<Result<std::unique_ptr<Driver>>> open_disk(OpenContext& ctx) {
   auto size = ctx.options().get_size("size");
   if (!size) co_return size.error();
-  co_return std::unique_ptr<Driver>(
-      std::make_unique<TestDisk>(ctx.node(), ctx.loop(), size->value_or(64 * 1024)));
+  auto tag = ctx.options().get_string("tag");
+  if (!tag) co_return tag.error();
+  co_return std::unique_ptr<Driver>(std::make_unique<TestDisk>(
+      ctx.node(), ctx.loop(), size->value_or(64 * 1024), tag->value_or("")));
 }
 
 Task<Result<std::unique_ptr<Driver>>> open_format(OpenContext& ctx) {
@@ -276,7 +374,7 @@ Task<Result<std::unique_ptr<Driver>>> open_failing(OpenContext& ctx) {
 }
 
 const DriverClass kDisk{"test-disk", DriverKind::kProtocol, &open_disk};
-const DriverClass kFormat{"test-fmt", DriverKind::kFormat, &open_format};
+const DriverClass kFormat{"test-fmt", DriverKind::kFormat, &open_format, true};
 const DriverClass kFilter{"test-filter", DriverKind::kFilter, &open_filter};
 const DriverClass kFailing{"test-fail", DriverKind::kFormat, &open_failing};
 const DriverClass* const kDrivers[] = {&kDisk, &kFormat, &kFilter, &kFailing};
@@ -310,6 +408,37 @@ std::unique_ptr<BlockBackend> CoreTest::attach(Node* node, Perm perm, Perm share
   auto r = engine->attach_backend(*node, std::move(name), perm, shared);
   EXPECT_TRUE(r.has_value()) << r.error().message();
   return r ? std::move(*r) : nullptr;
+}
+
+std::string CoreTest::graph_snapshot() const {
+  std::string out;
+  for (Node* n : engine->nodes()) {
+    const NodeOptions& o = n->options();
+    const ExplicitOptions& e = n->explicit_options();
+    out += fmt::format(
+        "{} [{}] ro={}{} aro={}{} direct={}{} noflush={}{} fs={}{} discard={}{} dz={}{} "
+        "from={} opts={}\n",
+        n->name(), o.driver, o.read_only, e.read_only ? "!" : "", o.auto_read_only,
+        e.auto_read_only ? "!" : "", o.cache_direct, e.cache_direct ? "!" : "", o.cache_no_flush,
+        e.cache_no_flush ? "!" : "", o.force_share, e.force_share ? "!" : "",
+        static_cast<int>(o.discard), e.discard ? "!" : "", static_cast<int>(o.detect_zeroes),
+        e.detect_zeroes ? "!" : "", n->inherits_from() ? n->inherits_from()->name() : "-",
+        n->driver_options().dump());
+    for (Child* c : n->children()) {
+      out += fmt::format("  child {} -> {} {:#x}/{:#x}{}\n", c->name(), c->node().name(),
+                         bits(c->perm()), bits(c->shared()), c->frozen() ? " frozen" : "");
+    }
+    for (Child* c : n->parents()) {
+      out += fmt::format("  parent {} via {} {:#x}/{:#x}\n", c->parent().parent_description(),
+                         c->name(), bits(c->perm()), bits(c->shared()));
+    }
+    auto& d = static_cast<RecordingDriver&>(n->driver());
+    auto* disk = dynamic_cast<TestDisk*>(&d);
+    out += fmt::format("  driver set {:#x}/{:#x} storage_rw={} tag={}\n", bits(d.last_set_perm),
+                       bits(d.last_set_shared), n->access().storage_read_write,
+                       disk != nullptr ? disk->tag : "-");
+  }
+  return out;
 }
 
 std::vector<std::string> CoreTest::edge_snapshot() const {
