@@ -109,6 +109,8 @@ struct BlockStatus {
 };
 
 enum class PreallocMode { kOff, kMetadata, kFalloc, kFull };
+// "off", "metadata", "falloc", "full": the option's wire names, for messages.
+std::string_view prealloc_mode_name(PreallocMode mode);
 
 // Permissions a parent asks of one child.
 struct ChildPerms {

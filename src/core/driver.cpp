@@ -8,6 +8,20 @@
 
 namespace strata {
 
+std::string_view prealloc_mode_name(PreallocMode mode) {
+  switch (mode) {
+    case PreallocMode::kOff:
+      return "off";
+    case PreallocMode::kMetadata:
+      return "metadata";
+    case PreallocMode::kFalloc:
+      return "falloc";
+    case PreallocMode::kFull:
+      return "full";
+  }
+  return "off";
+}
+
 Task<Result<void>> Driver::pwritev(uint64_t, uint64_t, IoVec, ReqFlags) {
   co_return fail(EROFS, "driver does not support writes");
 }

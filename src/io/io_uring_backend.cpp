@@ -86,12 +86,8 @@ IoUringBackend::~IoUringBackend() {
 }
 
 Task<Result<size_t>> IoUringBackend::preadv(int fd, IoVec iov, uint64_t offset, bool direct) {
-  if (iov.empty()) co_return size_t{0};
-  iov = within_iov_max(std::move(iov));
-  if (!direct) {
-    std::optional<ssize_t> done = fast_path_.try_preadv(fd, iov, offset);
-    if (done) co_return io_count_result(*done, "preadv");
-  }
+  std::optional<Result<size_t>> done = fast_path_.start_preadv(fd, iov, offset, direct);
+  if (done) co_return std::move(*done);
   Op op{.kind = Op::Kind::kRead, .fd = fd, .iov = &iov, .offset = offset};
   OpAwaiter awaiter(this, &op);
   int res = co_await awaiter;
@@ -100,12 +96,8 @@ Task<Result<size_t>> IoUringBackend::preadv(int fd, IoVec iov, uint64_t offset, 
 
 Task<Result<size_t>> IoUringBackend::pwritev(int fd, IoVec iov, uint64_t offset, bool direct,
                                              bool fua) {
-  if (iov.empty()) co_return size_t{0};
-  iov = within_iov_max(std::move(iov));
-  if (!direct) {
-    std::optional<ssize_t> done = fast_path_.try_pwritev(fd, iov, offset, fua);
-    if (done) co_return io_count_result(*done, "pwritev");
-  }
+  std::optional<Result<size_t>> done = fast_path_.start_pwritev(fd, iov, offset, direct, fua);
+  if (done) co_return std::move(*done);
   Op op{.kind = Op::Kind::kWrite,
         .fd = fd,
         .iov = &iov,

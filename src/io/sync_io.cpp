@@ -97,6 +97,26 @@ std::optional<ssize_t> SyncFastPath::try_sync(VectorCall call, bool& nowait, boo
   return std::nullopt;
 }
 
+std::optional<Result<size_t>> SyncFastPath::start_preadv(int fd, IoVec& iov, uint64_t offset,
+                                                         bool direct) {
+  if (iov.empty()) return Result<size_t>(size_t{0});
+  iov = within_iov_max(std::move(iov));
+  if (direct) return std::nullopt;
+  std::optional<ssize_t> done = try_preadv(fd, iov, offset);
+  if (!done) return std::nullopt;
+  return io_count_result(*done, "preadv");
+}
+
+std::optional<Result<size_t>> SyncFastPath::start_pwritev(int fd, IoVec& iov, uint64_t offset,
+                                                          bool direct, bool fua) {
+  if (iov.empty()) return Result<size_t>(size_t{0});
+  iov = within_iov_max(std::move(iov));
+  if (direct) return std::nullopt;
+  std::optional<ssize_t> done = try_pwritev(fd, iov, offset, fua);
+  if (!done) return std::nullopt;
+  return io_count_result(*done, "pwritev");
+}
+
 void SyncFastPath::register_file(int fd) {
   forget_file(fd);
   if (!check_memory_file(fd)) return;

@@ -62,6 +62,13 @@ class SyncFastPath {
   std::optional<ssize_t> try_preadv(int fd, const IoVec& iov, uint64_t offset);
   std::optional<ssize_t> try_pwritev(int fd, const IoVec& iov, uint64_t offset, bool fua);
 
+  // The front both backends put before going asynchronous: an empty list is done at once, the
+  // list is cut to IOV_MAX, and buffered (not `direct`) requests try the synchronous path. A
+  // value means the request is finished; nullopt means submit `iov` (possibly cut) asynchronously.
+  std::optional<Result<size_t>> start_preadv(int fd, IoVec& iov, uint64_t offset, bool direct);
+  std::optional<Result<size_t>> start_pwritev(int fd, IoVec& iov, uint64_t offset, bool direct,
+                                              bool fua);
+
   // Files registered by their owner (FileIo::register_file): checked once here, then trusted
   // without the per-request fstat() until forgotten.
   void register_file(int fd);

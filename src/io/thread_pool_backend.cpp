@@ -89,12 +89,8 @@ ThreadPoolBackend::~ThreadPoolBackend() {
 }
 
 Task<Result<size_t>> ThreadPoolBackend::preadv(int fd, IoVec iov, uint64_t offset, bool direct) {
-  if (iov.empty()) co_return size_t{0};
-  iov = within_iov_max(std::move(iov));
-  if (!direct) {
-    std::optional<ssize_t> done = fast_path_.try_preadv(fd, iov, offset);
-    if (done) co_return io_count_result(*done, "preadv");
-  }
+  std::optional<Result<size_t>> done = fast_path_.start_preadv(fd, iov, offset, direct);
+  if (done) co_return std::move(*done);
   Job job{.kind = Job::Kind::kRead, .fd = fd, .iov = &iov, .offset = offset};
   JobAwaiter awaiter(this, &job);
   ssize_t res = co_await awaiter;
@@ -103,12 +99,8 @@ Task<Result<size_t>> ThreadPoolBackend::preadv(int fd, IoVec iov, uint64_t offse
 
 Task<Result<size_t>> ThreadPoolBackend::pwritev(int fd, IoVec iov, uint64_t offset, bool direct,
                                                 bool fua) {
-  if (iov.empty()) co_return size_t{0};
-  iov = within_iov_max(std::move(iov));
-  if (!direct) {
-    std::optional<ssize_t> done = fast_path_.try_pwritev(fd, iov, offset, fua);
-    if (done) co_return io_count_result(*done, "pwritev");
-  }
+  std::optional<Result<size_t>> done = fast_path_.start_pwritev(fd, iov, offset, direct, fua);
+  if (done) co_return std::move(*done);
   Job job{.kind = Job::Kind::kWrite,
           .fd = fd,
           .iov = &iov,

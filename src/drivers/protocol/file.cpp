@@ -79,20 +79,6 @@ Result<FileOptions> parse_options(OptionReader& reader) {
   return out;
 }
 
-std::string_view prealloc_name(PreallocMode mode) {
-  switch (mode) {
-    case PreallocMode::kOff:
-      return "off";
-    case PreallocMode::kMetadata:
-      return "metadata";
-    case PreallocMode::kFalloc:
-      return "falloc";
-    case PreallocMode::kFull:
-      return "full";
-  }
-  return "unknown";
-}
-
 // Deallocates and reads back as zeroes; the only punching mode Linux offers.
 constexpr int kPunch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 
@@ -351,7 +337,7 @@ Task<Result<void>> FileDriver::truncate(uint64_t size, bool exact, PreallocMode 
 Result<void> FileDriver::truncate_device(uint64_t size, bool exact, PreallocMode prealloc) const {
   if (prealloc != PreallocMode::kOff) {
     return fail(ENOTSUP, "Preallocation mode '{}' unsupported for this non-regular file",
-                prealloc_name(prealloc));
+                prealloc_mode_name(prealloc));
   }
   if (size != s_.length && exact) return fail(ENOTSUP, "Cannot resize device files");
   if (size > s_.length) return fail(EINVAL, "Cannot grow device files");
@@ -362,7 +348,7 @@ Task<Result<void>> FileDriver::truncate_regular(uint64_t size, PreallocMode prea
   auto current = file_length(s_.access.fd(), s_.kind);
   if (!current) co_return current.error();
   if (prealloc == PreallocMode::kMetadata) {
-    co_return fail(ENOTSUP, "Unsupported preallocation mode: {}", prealloc_name(prealloc));
+    co_return fail(ENOTSUP, "Unsupported preallocation mode: {}", prealloc_mode_name(prealloc));
   }
   if (*current > size && prealloc != PreallocMode::kOff) {
     co_return fail(ENOTSUP, "Cannot use preallocation for shrinking files");

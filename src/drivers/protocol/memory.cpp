@@ -27,20 +27,6 @@ namespace {
 
 constexpr uint64_t kChunkSize = 64 * 1024;
 
-std::string_view prealloc_name(PreallocMode mode) {
-  switch (mode) {
-    case PreallocMode::kOff:
-      return "off";
-    case PreallocMode::kMetadata:
-      return "metadata";
-    case PreallocMode::kFalloc:
-      return "falloc";
-    case PreallocMode::kFull:
-      return "full";
-  }
-  return "off";
-}
-
 class MemoryDriver final : public Driver {
  public:
   MemoryDriver(Node& node, uint64_t size) : node_(&node), size_(size) {}
@@ -176,7 +162,7 @@ class MemoryDriver final : public Driver {
 
   Result<void> resize(uint64_t size, PreallocMode prealloc) {
     if (prealloc != PreallocMode::kOff) {
-      return fail(ENOTSUP, "Unsupported preallocation mode '{}'", prealloc_name(prealloc));
+      return fail(ENOTSUP, "Unsupported preallocation mode '{}'", prealloc_mode_name(prealloc));
     }
     if (size > kMaxNodeLength) {
       return fail(EINVAL, "offset({}) exceeds maximum({})", size, kMaxNodeLength);
