@@ -119,6 +119,10 @@ class Node final : public Parent {
   // option object without the generic options and the children. A reopen compares against it.
   const nlohmann::json& driver_options() const { return driver_options_; }
 
+  // The name of the storage behind the node (QEMU's bs->filename): the `filename` option of a
+  // node that has one, else its `file` child's; empty if there is none (memory, null-co).
+  std::string filename() const;
+
   std::span<Child* const> children() const { return children_; }
   std::span<Child* const> parents() const { return parents_; }
   // The child edge called `name`, or nullptr.

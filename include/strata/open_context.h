@@ -8,6 +8,8 @@
 // Threading: event loop thread only, during the driver's open.
 #pragma once
 
+#include <cerrno>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 
@@ -50,6 +52,16 @@ class OpenContext {
   // from absent, check options().has(name) first.
   virtual Task<Result<Child*>> open_child_or_null(std::string name, ChildRole role, bool required) {
     return open_child(std::move(name), role, required);
+  }
+
+  // Opens a child the driver describes itself (QEMU's implicit nodes: a qcow2 image's backing
+  // file or data file named in its header): `options` is a BlockdevOptions object in JSON
+  // syntax, inheriting from this node as an inline child would. The new node gets an automatic
+  // name and goes away with its last parent.
+  // The default (contexts that open no children) refuses.
+  virtual Task<Result<Child*>> open_implicit_child(std::string name, ChildRole,
+                                                   nlohmann::json) {
+    co_return fail(ENOTSUP, "Cannot open the implicit child '{}' here", name);
   }
 };
 

@@ -51,6 +51,13 @@ void Node::refresh_limits() {
   limits_ = l;
 }
 
+std::string Node::filename() const {
+  auto it = driver_options_.find("filename");
+  if (it != driver_options_.end() && it->is_string()) return it->get<std::string>();
+  if (Child* file = child("file")) return file->node().filename();
+  return {};
+}
+
 Child* Node::child(std::string_view name) const {
   for (Child* c : children_) {
     if (c->name() == name) return c;

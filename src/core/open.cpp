@@ -98,6 +98,8 @@ class NodeOpenContext final : public OpenContext {
                                           bool required) override {
     return open(std::move(name), role, required, true);
   }
+  Task<Result<Child*>> open_implicit_child(std::string name, ChildRole role,
+                                           nlohmann::json options) override;
 
  private:
   Task<Result<Child*>> open(std::string name, ChildRole role, bool required, bool allow_null);
@@ -152,6 +154,21 @@ Task<Result<Child*>> NodeOpenContext::open_inline(const nlohmann::json& options,
                                                   ChildRole role) {
   std::string prefix = reader_.full_name(name) + ".";
   auto task = engine_.open_node(options, reader_.syntax(), &node_, role, std::move(prefix));
+  auto child = co_await task;
+  if (!child) co_return child.error();
+  auto edge = engine_.attach_child(node_, **child, std::move(name), role);
+  if (!edge) {
+    auto release = engine_.release_node(*child);
+    co_await release;
+  }
+  co_return edge;
+}
+
+Task<Result<Child*>> NodeOpenContext::open_implicit_child(std::string name, ChildRole role,
+                                                          nlohmann::json options) {
+  std::string prefix = name + ".";
+  auto task = engine_.open_node(std::move(options), OptionSyntax::kJson, &node_, role,
+                                std::move(prefix));
   auto child = co_await task;
   if (!child) co_return child.error();
   auto edge = engine_.attach_child(node_, **child, std::move(name), role);

@@ -1,6 +1,7 @@
 // The list of built-in drivers. Adding a driver means adding it here: there is no
 // self-registration, so what an Engine can open is visible in one place.
 #include "drivers.h"
+#include "format/qcow2/qcow2.h"
 #include "strata/builtin_drivers.h"
 
 namespace strata {
@@ -11,6 +12,7 @@ std::span<const DriverClass* const> builtin_drivers() {
       &drivers::kNullCo,
       &drivers::kMemory,
       &drivers::kRaw,
+      &qcow2::kQcow2Class,
   };
   return kAll;
 }

@@ -1,0 +1,277 @@
+// qcow2 node state: limits, the header's life (autoclear bits, the dirty and corrupt bits),
+// flush and close, permissions, reopen and resize.
+#include "qcow2.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <vector>
+
+#include "strata/child.h"
+#include "strata/node.h"
+#include "strata/options.h"
+
+namespace strata::qcow2 {
+
+Qcow2Driver::Qcow2Driver(Node& node, Child& file, Header header, RuntimeOptions options)
+    : node_(&node),
+      file_(&file),
+      header_(std::move(header)),
+      options_(options),
+      cluster_bits_(header_.cluster_bits),
+      sc_bits_(header_.extended_l2() ? header_.cluster_bits - 5 : header_.cluster_bits),
+      l2_bits_(header_.cluster_bits - (header_.extended_l2() ? 4 : 3)),
+      l2_step_(header_.extended_l2() ? 2 : 1),
+      extended_(header_.extended_l2()),
+      l2_cache_("L2 table", static_cast<uint32_t>(header_.cluster_size()), 16),
+      refblock_cache_("refcount block", static_cast<uint32_t>(header_.cluster_size()), 4),
+      lock_(node.loop()) {
+  l2_cache_.set_file(file_);
+  refblock_cache_.set_file(file_);
+}
+
+Qcow2Driver::~Qcow2Driver() = default;
+
+NodeLimits Qcow2Driver::limits() const {
+  NodeLimits l;
+  l.request_alignment = 1;
+  l.memory_alignment = file_->node().limits().memory_alignment;
+  l.supports_write_zeroes = header_.version >= 3 || backing() == nullptr;
+  l.supports_zero_unmap = l.supports_write_zeroes;
+  l.pwrite_zeroes_alignment = static_cast<uint32_t>(subcluster_size());
+  l.supports_discard = true;
+  l.pdiscard_alignment = static_cast<uint32_t>(cluster_size());
+  return l;
+}
+
+Error Qcow2Driver::corrupt_error() const {
+  return fail(EIO, "qcow2: Image '{}' is corrupt; writes are refused until it is repaired",
+              node_->name());
+}
+
+// QEMU's qcow2_signal_corruption: the image is marked corrupt on disk (when it can be written)
+// and refuses writes from now on. The caller fails its request with the returned error.
+Result<void> Qcow2Driver::signal_corruption(std::string what) {
+  if (!corrupt_) {
+    std::fprintf(stderr,
+                 "qcow2: Marking image as corrupt: %s; further corruption events will "
+                 "be suppressed\n",
+                 what.c_str());
+  }
+  corrupt_ = true;
+  header_.incompatible_features |= incompat::kCorrupt;
+  // The bit goes to disk with the next header write; writes stop now.
+  return fail(EIO, "qcow2: {}", what);
+}
+
+Task<Result<void>> Qcow2Driver::write_header() {
+  auto encoded = encode_header(header_);
+  if (!encoded) co_return encoded.error();
+  std::vector<uint8_t> bytes = std::move(*encoded);
+  // The header is rewritten in place, never past what the first cluster holds.
+  bytes.resize(std::min<uint64_t>(cluster_size(), std::max<uint64_t>(bytes.size(), 512)), 0);
+  auto write = file_->write(0, bytes.size(), IoVec(bytes.data(), bytes.size()));
+  auto w = co_await write;
+  if (!w) co_return w.error().prefixed("Could not write the qcow2 header");
+  co_return Result<void>{};
+}
+
+// QEMU clears unknown autoclear bits and the bitmaps bit on the first write: Strata does not
+// keep bitmaps consistent, so a reader must not trust them afterwards. With lazy refcounts the
+// dirty bit goes on before the first write whose refcounts may not reach the disk.
+Task<Result<void>> Qcow2Driver::begin_writing() {
+  began_writing_ = true;
+  bool changed = false;
+  const uint64_t keep = autoclear::kDataFileRaw;
+  if ((header_.autoclear_features & ~keep) != 0) {
+    header_.autoclear_features &= keep;
+    changed = true;
+  }
+  if (lazy_refcounts_ && (header_.incompatible_features & incompat::kDirty) == 0) {
+    header_.incompatible_features |= incompat::kDirty;
+    changed = true;
+  }
+  if (lazy_refcounts_ && (header_.compatible_features & compat::kLazyRefcounts) == 0) {
+    header_.compatible_features |= compat::kLazyRefcounts;
+    changed = true;
+  }
+  if (!changed || header_.version < 3) co_return Result<void>{};
+  auto write = write_header();
+  auto w = co_await write;
+  if (!w) {
+    began_writing_ = false;
+    co_return w;
+  }
+  auto sync = file_->flush();
+  co_return co_await sync;
+}
+
+Task<Result<void>> Qcow2Driver::write_back_metadata() {
+  auto l2 = l2_cache_.write_back();
+  auto r = co_await l2;
+  if (!r) co_return r;
+  auto rc = refblock_cache_.write_back();
+  auto r2 = co_await rc;
+  if (!r2) co_return r2;
+  if (corrupt_ && node_->access().storage_read_write) {
+    auto header = write_header();
+    auto h = co_await header;
+    if (!h) co_return h;
+  }
+  co_return Result<void>{};
+}
+
+// Everything on disk, then the dirty bit off (QEMU's qcow2_mark_clean).
+Task<Result<void>> Qcow2Driver::mark_clean() {
+  auto wb = write_back_metadata();
+  auto w = co_await wb;
+  if (!w) co_return w;
+  if ((header_.incompatible_features & incompat::kDirty) == 0) co_return Result<void>{};
+  auto sync = file_->flush();
+  auto s = co_await sync;
+  if (!s) co_return s;
+  header_.incompatible_features &= ~incompat::kDirty;
+  auto header = write_header();
+  auto h = co_await header;
+  if (!h) co_return h;
+  auto sync2 = file_->flush();
+  co_return co_await sync2;
+}
+
+Task<Result<void>> Qcow2Driver::flush() {
+  CoMutex::Guard guard = co_await lock_.lock();
+  auto wb = write_back_metadata();
+  co_return co_await wb;
+}
+
+Task<void> Qcow2Driver::close() {
+  CoMutex::Guard guard = co_await lock_.lock();
+  if (!began_writing_) co_return;
+  auto clean = mark_clean();
+  auto r = co_await clean;
+  if (!r) {
+    std::fprintf(stderr, "qcow2: could not write metadata of node '%s' on close: %s\n",
+                 node_->name().c_str(), r.error().message().c_str());
+  }
+}
+
+// The metadata child needs WRITE while the node may write; with auto-read-only (Strata's lazy
+// rule) only while a parent writes or metadata is still to be written.
+ChildPerms Qcow2Driver::child_perms(const Child& child, ChildRole role, Perm parent_perm,
+                                    Perm parent_shared) const {
+  ChildPerms p = Driver::child_perms(child, role, parent_perm, parent_shared);
+  const bool writable = !node_->is_read_only();
+  if (writable && has_role(role, ChildRole::kMetadata) && began_writing_) {
+    p.perm |= Perm::kWrite | Perm::kResize;
+  }
+  return p;
+}
+
+namespace {
+constexpr std::string_view kMutable[] = {
+    "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other",
+    "cache-size",     "l2-cache-size",        "refcount-cache-size",   "cache-clean-interval",
+};
+}  // namespace
+
+std::span<const std::string_view> Qcow2Driver::mutable_options() const { return kMutable; }
+
+Result<void> Qcow2Driver::reopen_prepare(OptionReader& options, const NodeOptions& new_generic) {
+  RuntimeOptions o;
+  auto lazy = options.get_bool("lazy-refcounts");
+  if (!lazy) return lazy.error();
+  o.lazy_refcounts = *lazy;
+  const std::pair<const char*, bool*> bools[] = {
+      {"pass-discard-request", &o.pass_discard_request},
+      {"pass-discard-snapshot", &o.pass_discard_snapshot},
+      {"pass-discard-other", &o.pass_discard_other},
+  };
+  for (auto [name, out] : bools) {
+    auto v = options.get_bool(name);
+    if (!v) return v.error();
+    if (*v) *out = **v;
+  }
+  auto cache = options.get_size("cache-size");
+  if (!cache) return cache.error();
+  o.cache_size = *cache;
+  auto l2 = options.get_size("l2-cache-size");
+  if (!l2) return l2.error();
+  o.l2_cache_size = *l2;
+  auto rc = options.get_size("refcount-cache-size");
+  if (!rc) return rc.error();
+  o.refcount_cache_size = *rc;
+  auto interval = options.get_uint("cache-clean-interval");
+  if (!interval) return interval.error();
+  if (*interval) o.cache_clean_interval = **interval;
+  if (o.lazy_refcounts.value_or(false) && header_.version < 3) {
+    return fail(EINVAL,
+                "Lazy refcounts require a qcow2 image with at least qemu 1.1 "
+                "compatibility level");
+  }
+  if (!new_generic.read_only && corrupt_) {
+    return fail(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
+  }
+  // Going read-only with metadata still in the caches would lose it: the core flushed the node
+  // before the reopen, so the caches are clean here.
+  staged_options_ = o;
+  return {};
+}
+
+void Qcow2Driver::reopen_commit() {
+  if (!staged_options_) return;
+  options_ = *staged_options_;
+  staged_options_.reset();
+  if (options_.lazy_refcounts) lazy_refcounts_ = *options_.lazy_refcounts;
+  const uint64_t cs = cluster_size();
+  const uint64_t per_table = cs / (extended_ ? 16 : 8);
+  uint64_t l2_bytes = ((header_.size + cs * per_table - 1) / (cs * per_table)) * cs;
+  if (options_.l2_cache_size)
+    l2_bytes = *options_.l2_cache_size;
+  else if (options_.cache_size)
+    l2_bytes = *options_.cache_size * 4 / 5;
+  l2_cache_.set_capacity(static_cast<size_t>(std::min<uint64_t>(l2_bytes, 32ull << 20) / cs));
+  uint64_t rc_bytes = std::max<uint64_t>(4 * cs, 256 << 10);
+  if (options_.refcount_cache_size) rc_bytes = *options_.refcount_cache_size;
+  refblock_cache_.set_capacity(static_cast<size_t>(rc_bytes / cs));
+  if (node_->is_read_only()) began_writing_ = false;
+}
+
+void Qcow2Driver::reopen_abort() { staged_options_.reset(); }
+
+Task<Result<void>> Qcow2Driver::truncate(uint64_t size, bool exact, PreallocMode prealloc) {
+  (void)exact;
+  CoMutex::Guard guard = co_await lock_.lock();
+  if (corrupt_) co_return corrupt_error();
+  if (prealloc != PreallocMode::kOff) {
+    co_return fail(ENOTSUP, "Preallocation mode '{}' is not supported by qcow2 resize yet",
+                   prealloc_mode_name(prealloc));
+  }
+  if (size < header_.size) {
+    co_return fail(ENOTSUP, "qcow2 doesn't support shrinking images yet");
+  }
+  if (header_.nb_snapshots != 0) {
+    co_return fail(ENOTSUP, "Can't resize an image which has snapshots");
+  }
+  if (!began_writing_) {
+    auto begin = begin_writing();
+    auto begun = co_await begin;
+    if (!begun) co_return begun;
+  }
+  const uint64_t cs = cluster_size();
+  const uint64_t per_table = uint64_t{1} << l2_bits_;
+  const uint64_t l1_needed = (size + cs * per_table - 1) / (cs * per_table);
+  auto grow = grow_l1(l1_needed);
+  auto grown = co_await grow;
+  if (!grown) co_return grown;
+  uint8_t field[8];
+  store_be64(field, size);
+  auto write = file_->write(24, 8, IoVec(field, 8));
+  auto w = co_await write;
+  if (!w) co_return w.error().prefixed("Could not update the image size");
+  auto sync = file_->flush();
+  auto s = co_await sync;
+  if (!s) co_return s;
+  header_.size = size;
+  co_return Result<void>{};
+}
+
+}  // namespace strata::qcow2
