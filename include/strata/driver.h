@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "strata/iovec.h"
@@ -112,6 +113,23 @@ enum class PreallocMode { kOff, kMetadata, kFalloc, kFull };
 // "off", "metadata", "falloc", "full": the option's wire names, for messages.
 std::string_view prealloc_mode_name(PreallocMode mode);
 
+// What a consistency check found and fixed (QEMU's BdrvCheckResult; `qemu-img check`).
+struct CheckResult {
+  int64_t corruptions = 0;
+  int64_t leaks = 0;
+  int64_t check_errors = 0;
+  int64_t corruptions_fixed = 0;
+  int64_t leaks_fixed = 0;
+  uint64_t image_end_offset = 0;
+  uint64_t total_clusters = 0;
+  uint64_t allocated_clusters = 0;
+  uint64_t fragmented_clusters = 0;
+  uint64_t compressed_clusters = 0;
+};
+
+// What a check may repair: nothing, leaked clusters only, or everything (`-r leaks|all`).
+enum class CheckFix { kNone, kLeaks, kAll };
+
 // Permissions a parent asks of one child.
 struct ChildPerms {
   Perm perm = Perm::kNone;
@@ -146,6 +164,14 @@ class Driver {
   // Called once before the node goes away, while children still exist (write metadata, mark
   // clean). Default: nothing.
   virtual Task<void> close();
+
+  // Checks the image's metadata and repairs what `fix` allows; problems found are counted in
+  // the result (not errors), an error means the check could not run. Default: ENOTSUP
+  // ("This image format does not support checks").
+  virtual Task<Result<CheckResult>> check(CheckFix fix);
+  // Format-specific facts for `info` (QEMU's ImageInfoSpecific `data`, e.g. qcow2's compat,
+  // cluster bits, refcount bits), as a JSON object text; empty when the driver has none.
+  virtual std::string specific_info_json() const { return {}; }
 
   // Permissions. child_perms says what this node needs from `child` given what its parents
   // need from it (cumulative perm/shared); the default dispatches on the child's role as

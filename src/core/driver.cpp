@@ -58,6 +58,10 @@ ChildPerms Driver::child_perms(const Child& child, ChildRole role, Perm parent_p
   return default_child_perms(role, parent_perm, parent_shared, writable, auto_read_only);
 }
 
+Task<Result<CheckResult>> Driver::check(CheckFix) {
+  co_return fail(ENOTSUP, "This image format does not support checks");
+}
+
 Result<void> Driver::check_perm(Perm, Perm) { return {}; }
 void Driver::set_perm(Perm, Perm) {}
 void Driver::abort_perm_update() {}

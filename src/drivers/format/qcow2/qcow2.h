@@ -90,6 +90,9 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> truncate(uint64_t size, bool exact, PreallocMode prealloc) override;
   Task<void> close() override;
 
+  Task<Result<CheckResult>> check(CheckFix fix) override;  // qcow2_check.cpp
+  std::string specific_info_json() const override;         // qcow2_info.cpp
+
   ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
                          Perm parent_shared) const override;
 
