@@ -32,6 +32,10 @@ class Child {
 
   const std::string& name() const { return name_; }
   ChildRole role() const { return role_; }
+  // Changed only by the parent's driver in its reopen_prepare, when the reopen changes what the
+  // child is to it (raw becoming a window onto its file, or back); the permission refresh that
+  // follows uses the new role, and the driver's reopen_abort puts the old one back.
+  void set_role(ChildRole role) { role_ = role; }
   Parent& parent() const { return *parent_; }
   Node& node() const { return *node_; }
   Perm perm() const { return perm_; }

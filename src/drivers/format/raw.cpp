@@ -1,17 +1,23 @@
 // The `raw` format driver: the guest sees the bytes of its `file` child, or a window of them.
 //
-// Without `offset` and `size` raw is a pure filter (QEMU: file role FILTERED|PRIMARY) and is the
-// pass-through base with nothing changed but the permissions it asks for. With either option
-// it shows the window [offset, offset + size) of its child (role DATA|PRIMARY): requests are
-// moved by `offset`, the node's length is `size`, and a node with a fixed size cannot be
-// resized. Without `size` the window runs to the end of the child and follows its length.
+// Without `offset` and `size` raw is a pure filter (QEMU: file role FILTERED|PRIMARY) and
+// changes nothing but the permissions it asks for. With either option it shows the window
+// [offset, offset + size) of its child (role DATA|PRIMARY): requests are moved by `offset`, the
+// node's length is `size`, and a node with a fixed size cannot be resized. Without `size` the
+// window runs to the end of the child and follows its length.
 //
-// Options: offset, size (both sizes, both optional).
+// Options: offset, size (both sizes, both optional). Both may change on reopen, as in QEMU; a
+// filter may become a window and back. Unlike QEMU, which keeps the role chosen at open, the
+// child's edge then takes the role open would have given it, so its permissions are those of
+// a node opened that way (a window does not share RESIZE of its child).
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "drivers.h"
 #include "strata/align.h"
@@ -78,28 +84,20 @@ ChildPerms raw_child_perms(ChildPerms defaults, Perm parent_perm) {
   return defaults;
 }
 
-// What both shapes of raw share: the pass-through base with raw's permission rule.
-class RawBase : public FilterDriver {
- public:
-  explicit RawBase(Child& file) : FilterDriver(file) {}
+// The role raw's `file` child has for a node with these options. QEMU decides it on the options
+// given, so an explicit offset=0 without size is still a filter.
+ChildRole file_role(const RawOptions& o) {
+  return o.is_window() ? ChildRole::kData | ChildRole::kPrimary
+                       : ChildRole::kFiltered | ChildRole::kPrimary;
+}
 
-  ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
-                         Perm parent_shared) const override {
-    return raw_child_perms(Driver::child_perms(child, role, parent_perm, parent_shared),
-                           parent_perm);
-  }
-};
+constexpr std::array<std::string_view, 2> kMutableOptions{"offset", "size"};
 
-// raw without offset and size: nothing changes.
-class RawFilter final : public RawBase {
+// raw in both shapes. As a pure filter (no offset, no size) the window code below changes
+// nothing: requests move by 0, the length is the child's, and truncate passes the size on.
+class RawDriver final : public FilterDriver {
  public:
-  explicit RawFilter(Child& file) : RawBase(file) {}
-};
-
-// raw with offset and/or size: a window onto the child.
-class RawWindow final : public RawBase {
- public:
-  RawWindow(Child& file, RawOptions options) : RawBase(file), o_(options) {}
+  RawDriver(Child& file, RawOptions options) : FilterDriver(file), o_(options) {}
 
   // Follows the child if it shrinks under the window (QEMU's raw_getlength does the same).
   uint64_t length() const override {
@@ -149,26 +147,63 @@ class RawWindow final : public RawBase {
     co_return co_await task;
   }
 
+  ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
+                         Perm parent_shared) const override {
+    return raw_child_perms(Driver::child_perms(child, role, parent_perm, parent_shared),
+                           parent_perm);
+  }
+
+  // Reopen: offset and size may change or be left out (QEMU's raw mutable_opts), checked
+  // against the child's current size with the texts of open.
+  std::span<const std::string_view> mutable_options() const override { return kMutableOptions; }
+  Result<void> reopen_prepare(OptionReader& options, const NodeOptions& new_generic) override;
+  void reopen_commit() override;
+  void reopen_abort() override;
+
  private:
   RawOptions o_;
+  // Between reopen_prepare and commit or abort: the new window, and the child's role before.
+  std::optional<RawOptions> staged_;
+  ChildRole role_before_ = ChildRole::kNone;
 };
+
+Result<void> RawDriver::reopen_prepare(OptionReader& options, const NodeOptions&) {
+  auto parsed = parse_options(options);
+  if (!parsed) return parsed.error();
+  auto valid = validate_window(*parsed, file().size(), file().node().limits().request_alignment);
+  if (!valid) return valid;
+  // A filter that becomes a window (or back) changes what its child is to it, so the edge
+  // takes the role open would give it. Set now, because the permission refresh that follows
+  // prepare asks child_perms with the edge's role; reopen_abort puts the old one back.
+  role_before_ = file().role();
+  file().set_role(file_role(*parsed));
+  staged_ = *parsed;
+  return {};
+}
+
+void RawDriver::reopen_commit() {
+  if (staged_) o_ = *staged_;
+  staged_.reset();
+}
+
+void RawDriver::reopen_abort() {
+  if (!staged_) return;
+  file().set_role(role_before_);
+  staged_.reset();
+}
 
 Task<Result<std::unique_ptr<Driver>>> open_raw(OpenContext& ctx) {
   auto options = parse_options(ctx.options());
   if (!options) co_return options.error();
-  // QEMU decides the role on the options given, so an explicit offset=0 without size is still
-  // a filter.
-  ChildRole role = options->is_window() ? ChildRole::kData | ChildRole::kPrimary
-                                        : ChildRole::kFiltered | ChildRole::kPrimary;
-  auto open = ctx.open_child("file", role, true);
+  auto open = ctx.open_child("file", file_role(*options), true);
   auto child = co_await open;
   if (!child) co_return child.error();
   Child& file = **child;
-  if (!options->is_window()) co_return std::unique_ptr<Driver>(std::make_unique<RawFilter>(file));
-
-  auto valid = validate_window(*options, file.size(), file.node().limits().request_alignment);
-  if (!valid) co_return valid.error();
-  co_return std::unique_ptr<Driver>(std::make_unique<RawWindow>(file, *options));
+  if (options->is_window()) {
+    auto valid = validate_window(*options, file.size(), file.node().limits().request_alignment);
+    if (!valid) co_return valid.error();
+  }
+  co_return std::unique_ptr<Driver>(std::make_unique<RawDriver>(file, *options));
 }
 
 }  // namespace

@@ -10,7 +10,15 @@
 // system has OFD locks). Generic options used: read-only (O_RDONLY, else O_RDWR),
 // auto-read-only (with read-only=off: O_RDONLY until a parent needs write access, then O_RDWR
 // until the last such parent leaves; file_access.h) and cache.direct (O_DIRECT, with the request
-// and memory alignment found out at open).
+// and memory alignment found out when the descriptor is opened).
+//
+// Reopen: no driver option can change (QEMU's file-posix lets only x-check-cache-dropped
+// change, which Strata does not have), so filename, aio and locking must be given again as they
+// were. The generic options can: as in QEMU 7.2 (raw_check_perm), the descriptor is reopened in
+// the permission refresh, where the new read-only, auto-read-only and cache.direct flags are
+// visible in node.options() together with the new permissions. A new descriptor is staged there
+// (holding the image locks alongside the old one), swapped in at set_perm and closed at
+// abort_perm_update; the core reads limits() again after the reopen commits.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/uio.h>
@@ -22,6 +30,7 @@
 #include <climits>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -97,14 +106,13 @@ class FileDriver final : public Driver {
     FileAccess access;  // the descriptor, its access mode and the image locks
     FileKind kind = FileKind::kRegular;
     std::string filename;
-    bool direct = false;
     uint64_t length = 0;
     DirectAlignment alignment{1, 1};
     uint32_t block_size = 1;  // block devices: the zeroing/discard unit
   };
   explicit FileDriver(State state) : s_(std::move(state)) { s_.io->register_file(s_.access.fd()); }
-  // The descriptor number stays the same across read-only/read-write switches (FileAccess swaps
-  // with dup3), so the registration holds until the descriptor closes after this.
+  // The registration follows descriptor switches (set_perm) and ends before the descriptor
+  // closes after this.
   ~FileDriver() override { s_.io->forget_file(s_.access.fd()); }
 
   uint64_t length() const override { return s_.length; }
@@ -131,16 +139,19 @@ class FileDriver final : public Driver {
   Result<void> truncate_device(uint64_t size, bool exact, PreallocMode prealloc) const;
   Task<Result<void>> preallocate_full(uint64_t from, uint64_t to);
   void note_written_up_to(uint64_t end) { s_.length = std::max(s_.length, end); }
+  bool direct() const { return s_.access.direct(); }
 
   State s_;
+  // The O_DIRECT alignment of the descriptor check_perm staged, when it turns O_DIRECT on.
+  std::optional<DirectAlignment> staged_alignment_;
   bool zero_range_works_ = true;  // cleared after the file system refuses FALLOC_FL_ZERO_RANGE
   bool punch_hole_works_ = true;
 };
 
 NodeLimits FileDriver::limits() const {
   NodeLimits l;
-  l.request_alignment = s_.direct ? s_.alignment.request : 1;
-  l.memory_alignment = s_.direct ? s_.alignment.memory : 1;
+  l.request_alignment = direct() ? s_.alignment.request : 1;
+  l.memory_alignment = direct() ? s_.alignment.memory : 1;
   if (s_.kind == FileKind::kBlockDevice) {
     // The zeroing and discard ioctls work in whole logical blocks.
     l.pwrite_zeroes_alignment = std::max(s_.block_size, l.request_alignment);
@@ -169,14 +180,14 @@ Task<Result<void>> FileDriver::preadv(uint64_t offset, uint64_t bytes, IoVec iov
   uint64_t done = 0;
   while (done < bytes) {
     IoVec part = one_syscall(iov, done, bytes - done);
-    auto task = s_.io->preadv(s_.access.fd(), part, offset + done, s_.direct);
+    auto task = s_.io->preadv(s_.access.fd(), part, offset + done, direct());
     auto n = co_await task;
     if (!n) co_return n.error();
     if (*n == 0) break;  // end of file: the file is shorter than the node (concurrent truncate)
     done += *n;
     // With O_DIRECT only the end of the file makes a short read, and the next read would start
     // misaligned and fail with EINVAL; the rest is past the end.
-    if (s_.direct && !is_aligned(done, s_.alignment.request)) break;
+    if (direct() && !is_aligned(done, s_.alignment.request)) break;
   }
   if (done < bytes) iov.fill(done, 0, bytes - done);
   co_return Result<void>{};
@@ -188,7 +199,7 @@ Task<Result<void>> FileDriver::pwritev(uint64_t offset, uint64_t bytes, IoVec io
   uint64_t done = 0;
   while (done < bytes) {
     IoVec part = one_syscall(iov, done, bytes - done);
-    auto task = s_.io->pwritev(s_.access.fd(), part, offset + done, s_.direct, fua);
+    auto task = s_.io->pwritev(s_.access.fd(), part, offset + done, direct(), fua);
     auto n = co_await task;
     if (!n) co_return n.error();
     if (*n == 0) {
@@ -380,7 +391,7 @@ Task<Result<void>> FileDriver::preallocate_full(uint64_t from, uint64_t to) {
   constexpr uint64_t kChunk = 1 << 20;
   auto grown = truncate_fd(s_.access.fd(), to, "Could not resize file");
   if (!grown) co_return grown;
-  const uint64_t align = s_.direct ? s_.alignment.request : 1;
+  const uint64_t align = direct() ? s_.alignment.request : 1;
   const size_t buf_align = std::max<size_t>(4096, s_.alignment.memory);
   std::unique_ptr<void, FreeDeleter> buf(std::aligned_alloc(buf_align, kChunk));
   if (!buf) co_return fail(ENOMEM, "Could not allocate a preallocation buffer");
@@ -406,14 +417,37 @@ Task<Result<void>> FileDriver::preallocate_full(uint64_t from, uint64_t to) {
 Result<void> FileDriver::check_perm(Perm perm, Perm shared) {
   // Read at every change rather than kept from open, so that a reopen that changes read-only
   // or auto-read-only takes effect at its permission refresh (as in QEMU's raw_check_perm).
+  // A reopen's cache.direct is seen here the same way.
   const NodeOptions& o = s_.node->options();
-  return s_.access.prepare(perm, shared, access_policy(o.read_only, o.auto_read_only));
+  auto prepared =
+      s_.access.prepare(perm, shared, access_policy(o.read_only, o.auto_read_only), o.cache_direct);
+  if (!prepared) return prepared;
+  // Probed on the staged descriptor, so that the limits the core reads after the commit are
+  // the new descriptor's. find_direct_alignment cannot fail (it falls back to 4096), so unlike
+  // QEMU there is no "Could not find working O_DIRECT alignment" here.
+  if (s_.access.staged_fd() >= 0 && o.cache_direct && !direct()) {
+    staged_alignment_ = find_direct_alignment(s_.access.staged_fd(), s_.kind);
+  }
+  return {};
 }
 
 // The transaction's new permissions were given to check_perm; FileAccess kept them.
-void FileDriver::set_perm(Perm, Perm) { s_.access.commit(); }
+void FileDriver::set_perm(Perm, Perm) {
+  const int old_fd = s_.access.fd();
+  const bool switching = s_.access.staged_fd() >= 0;
+  s_.access.commit();
+  if (staged_alignment_) s_.alignment = *std::exchange(staged_alignment_, std::nullopt);
+  if (!switching) return;
+  // A new open file, usually under the old number (FileAccess swaps with dup3) but under its
+  // own if dup3 failed: the backend forgets what it knew by number and checks the file again.
+  s_.io->forget_file(old_fd);
+  s_.io->register_file(s_.access.fd());
+}
 
-void FileDriver::abort_perm_update() { s_.access.abort(); }
+void FileDriver::abort_perm_update() {
+  s_.access.abort();
+  staged_alignment_.reset();
+}
 
 bool use_locks(LockingMode mode, int fd) {
   switch (mode) {
@@ -438,12 +472,12 @@ Task<Result<std::unique_ptr<Driver>>> open_file(OpenContext& ctx) {
   s.node = &ctx.node();
   s.io = *io;
   s.filename = opts->filename;
-  s.direct = generic.cache_direct;
+  const bool direct = generic.cache_direct;
   // An auto-read-only node starts read-only: no parent writes yet, and opening must not fail
   // for lack of write access. The first writer's permission refresh makes it read-write.
   AccessPolicy policy = access_policy(generic.read_only, generic.auto_read_only);
   bool read_write = wants_read_write(policy, Perm::kNone);
-  auto fd = open_image(s.filename, read_write, s.direct);
+  auto fd = open_image(s.filename, read_write, direct);
   if (!fd) co_return fd.error();
 
   auto kind = file_kind(fd->get(), s.filename);
@@ -453,7 +487,7 @@ Task<Result<std::unique_ptr<Driver>>> open_file(OpenContext& ctx) {
     auto writable = check_device_writable(fd->get(), s.kind);
     if (!writable) co_return writable.error();
   }
-  FileAccess::Config config{s.filename, ctx.node().name(), s.kind, s.direct,
+  FileAccess::Config config{s.filename, ctx.node().name(), s.kind, direct,
                             use_locks(opts->locking, fd->get())};
   s.access = FileAccess(std::move(*fd), read_write, std::move(config));
   auto length = file_length(s.access.fd(), s.kind);
@@ -465,8 +499,8 @@ Task<Result<std::unique_ptr<Driver>>> open_file(OpenContext& ctx) {
     s.block_size = *lbs;
   }
   // A descriptor re-opened for auto-read-only has the same file and O_DIRECT flag, hence the
-  // same alignment: it is not probed again.
-  if (s.direct) s.alignment = find_direct_alignment(s.access.fd(), s.kind);
+  // same alignment: it is not probed again (check_perm probes when O_DIRECT is turned on).
+  if (direct) s.alignment = find_direct_alignment(s.access.fd(), s.kind);
   co_return std::unique_ptr<Driver>(std::make_unique<FileDriver>(std::move(s)));
 }
 

@@ -48,15 +48,16 @@ Error FileAccess::refused_write_access(Error cause) const {
                   config_.node_name));
 }
 
-Result<std::optional<UniqueFd>> FileAccess::open_switched(bool read_write,
+Result<std::optional<UniqueFd>> FileAccess::open_switched(bool read_write, bool direct,
                                                           AccessPolicy policy) const {
   const bool auto_read_only = policy == AccessPolicy::kAutoReadOnly;
-  auto fd = open_image(config_.filename, read_write, config_.direct);
+  auto fd = open_image(config_.filename, read_write, direct);
   if (!fd) {
     // Losing write access late only costs the least privilege; keeping the read-write
-    // descriptor is safe (the core refuses writes the permissions do not allow).
-    if (!read_write) return std::optional<UniqueFd>();
-    if (!auto_read_only) return fd.error();
+    // descriptor is safe (the core refuses writes the permissions do not allow). A new
+    // O_DIRECT flag cannot be kept that way.
+    if (!read_write && direct == config_.direct) return std::optional<UniqueFd>();
+    if (!read_write || !auto_read_only || !refuses_writes(fd.error().err())) return fd.error();
     return refused_write_access(errno_error(
         fd.error().err(), fmt::format("Could not open '{}' read-write", config_.filename)));
   }
@@ -69,17 +70,19 @@ Result<std::optional<UniqueFd>> FileAccess::open_switched(bool read_write,
   return std::optional<UniqueFd>(std::move(*fd));
 }
 
-Result<void> FileAccess::prepare(Perm perm, Perm shared, AccessPolicy policy) {
+Result<void> FileAccess::prepare(Perm perm, Perm shared, AccessPolicy policy, bool direct) {
   assert(!pending_);
-  Pending next{perm, shared, UniqueFd(), read_write_};
+  Pending next{perm, shared, UniqueFd(), read_write_, config_.direct};
   bool want_read_write = wants_read_write(policy, perm);
-  if (want_read_write != read_write_) {
-    // Opened before any lock changes, so that a refusal leaves nothing to undo.
-    auto fd = open_switched(want_read_write, policy);
+  if (want_read_write != read_write_ || direct != config_.direct) {
+    // Opened before any lock changes, so that a refusal leaves nothing to undo. O_DIRECT is
+    // not one of the flags F_SETFL may change on a shared open file, so it takes an open too.
+    auto fd = open_switched(want_read_write, direct, policy);
     if (!fd) return fd.error();
     if (*fd) {
       next.fd = std::move(**fd);
       next.read_write = want_read_write;
+      next.direct = direct;
     }
   }
   if (config_.locking) {
@@ -121,6 +124,7 @@ void FileAccess::commit() {
   if (next.fd) {
     replace_descriptor(std::move(next.fd));
     read_write_ = next.read_write;
+    config_.direct = next.direct;
   }
   perm_ = next.perm;
   shared_ = next.shared;

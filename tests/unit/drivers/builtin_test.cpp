@@ -15,12 +15,13 @@ TEST(BuiltinDrivers, ListsEachDriverOnce) {
     ASSERT_NE(cls->open, nullptr) << cls->name;
     names.emplace_back(cls->name);
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"file", "null-co", "memory", "raw"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"file", "null-co", "memory", "raw", "qcow2"}));
 }
 
 TEST(BuiltinDrivers, Kinds) {
   for (const DriverClass* cls : builtin_drivers()) {
-    DriverKind want = cls->name == "raw" ? DriverKind::kFormat : DriverKind::kProtocol;
+    DriverKind want =
+        (cls->name == "raw" || cls->name == "qcow2") ? DriverKind::kFormat : DriverKind::kProtocol;
     EXPECT_EQ(cls->kind, want) << cls->name;
   }
 }
