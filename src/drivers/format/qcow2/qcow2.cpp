@@ -79,6 +79,11 @@ Task<Result<void>> Qcow2Driver::write_header() {
 // keep bitmaps consistent, so a reader must not trust them afterwards. With lazy refcounts the
 // dirty bit goes on before the first write whose refcounts may not reach the disk.
 Task<Result<void>> Qcow2Driver::begin_writing() {
+  if (needs_repair_) {
+    auto repair = repair_dirty();
+    auto repaired = co_await repair;
+    if (!repaired) co_return repaired.error().prefixed("Could not repair dirty image");
+  }
   began_writing_ = true;
   bool changed = false;
   const uint64_t keep = autoclear::kDataFileRaw;

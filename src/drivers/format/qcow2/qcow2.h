@@ -90,8 +90,10 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> truncate(uint64_t size, bool exact, PreallocMode prealloc) override;
   Task<void> close() override;
 
-  Task<Result<CheckResult>> check(CheckFix fix) override;  // qcow2_check.cpp
-  std::string specific_info_json() const override;         // qcow2_info.cpp
+  Task<Result<CheckResult>> check(CheckFix fix) override;             // qcow2_check.cpp
+  std::string specific_info_json() const override;                    // qcow2_info.cpp
+  ImageFacts image_facts() const override;                            // qcow2_info.cpp
+  Task<Result<std::vector<SnapshotInfo>>> list_snapshots() override;  // qcow2_info.cpp
 
   ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
                          Perm parent_shared) const override;
@@ -197,6 +199,10 @@ class Qcow2Driver final : public Driver {
   // Opening a dirty image read-write (lazy refcounts after a crash): rebuilds the refcounts
   // from the mapping, as `check -r all` does (qcow2_check.cpp).
   Task<Result<void>> repair_dirty();
+  Task<Result<CheckResult>> check_locked(CheckFix fix);
+  struct CheckWalk;
+  Task<Result<void>> walk_l1_tables(CheckWalk& w, std::vector<uint64_t> l1, bool active,
+                                    std::vector<std::pair<uint64_t, uint64_t>>* l2_refs);
   Task<Result<void>> write_l1_entry(uint64_t index);
 
   Node* node_;
@@ -224,6 +230,9 @@ class Qcow2Driver final : public Driver {
   bool lazy_refcounts_ = false;
   bool began_writing_ = false;  // begin_writing() has run since open or the last mark_clean()
   bool corrupt_ = false;
+  // A dirty image opened with auto-read-only: repaired before its first write, when the node
+  // has write access to its file.
+  bool needs_repair_ = false;
 };
 
 extern const DriverClass kQcow2Class;

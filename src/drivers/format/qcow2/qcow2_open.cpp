@@ -243,7 +243,9 @@ Task<Result<std::unique_ptr<Driver>>> Qcow2Opener::open(OpenContext& ctx) {
   }
   d->l2_cache_.set_capacity(default_l2_tables(h, *options));
   d->refblock_cache_.set_capacity(default_refcount_blocks(h, *options));
-  if ((h.incompatible_features & incompat::kDirty) != 0 && writable) {
+  if ((h.incompatible_features & incompat::kDirty) != 0 && writable && g.auto_read_only) {
+    d->needs_repair_ = true;
+  } else if ((h.incompatible_features & incompat::kDirty) != 0 && writable) {
     auto repair = d->repair_dirty();
     auto repaired = co_await repair;
     if (!repaired) co_return repaired.error().prefixed("Could not repair dirty image");
