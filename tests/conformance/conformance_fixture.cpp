@@ -63,6 +63,7 @@ void ConformanceTest::SetUp() {
       if (!refusal.empty()) GTEST_SKIP() << "cache.direct=on cannot be tested here: " << refusal;
     }
   }
+  if (spec.prepare != nullptr) spec.prepare(path);
   auto node = harness_->add(spec.options(path));
   ASSERT_TRUE(node) << node.error().message();
   auto attached = harness_->attach(**node);
@@ -73,6 +74,10 @@ void ConformanceTest::SetUp() {
 
 void ConformanceTest::TearDown() {
   harness_.reset();
+  if (image_ && GetParam().prepare != nullptr) {
+    ::unlink((image_->path() + ".base").c_str());
+    ::unlink((image_->path() + ".data").c_str());
+  }
   image_.reset();
 }
 

@@ -1,5 +1,7 @@
 #include "stacks.h"
 
+#include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 namespace strata::testing {
@@ -22,6 +24,15 @@ json file_node(const std::string& image, const char* aio) {
 // The raw window: a 1 MiB view at an offset that is sector- but not page-aligned, inside a
 // file 8 KiB larger, so that both edges of the window sit inside the file.
 constexpr uint64_t kWindowOffset = 4608;
+
+// qcow2 images are made by qemu-img (the reference), over the fixture's image file.
+void qemu_img_create(const std::string& command) {
+  if (std::system(command.c_str()) != 0) throw std::runtime_error("failed: " + command);
+}
+
+json qcow2_over(const std::string& image) {
+  return json{{"driver", "qcow2"}, {"file", file_node(image, "threads")}};
+}
 
 json memory_node() { return json{{"driver", "memory"}, {"size", kImageSize}}; }
 
@@ -82,6 +93,33 @@ const std::vector<StackSpec>& all_stacks() {
        .options =
            [](const std::string&) {
              return top(json{{"driver", "raw"}, {"file", memory_node()}});
+           }},
+      {.name = "qcow2_file",
+       .caps = {.discard = DiscardEffect::kZeroesOrUnchanged},
+       .image_dir = ImageDir::kTmp,
+       .options = [](const std::string& image) { return top(qcow2_over(image)); },
+       .prepare =
+           [](const std::string& image) {
+             qemu_img_create("qemu-img create -q -f qcow2 -o cluster_size=4k " + image + " 1M");
+           }},
+      {.name = "qcow2_extended_l2_backing",
+       .caps = {.discard = DiscardEffect::kZeroesOrUnchanged},
+       .image_dir = ImageDir::kTmp,
+       .options = [](const std::string& image) { return top(qcow2_over(image)); },
+       .prepare =
+           [](const std::string& image) {
+             qemu_img_create("qemu-img create -q -f raw " + image + ".base 1M");
+             qemu_img_create("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=32k -b " +
+                             image + ".base -F raw " + image + " 1M");
+           }},
+      {.name = "qcow2_data_file",
+       .caps = {.discard = DiscardEffect::kZeroesOrUnchanged},
+       .image_dir = ImageDir::kTmp,
+       .options = [](const std::string& image) { return top(qcow2_over(image)); },
+       .prepare =
+           [](const std::string& image) {
+             qemu_img_create("qemu-img create -q -f qcow2 -o data_file=" + image +
+                             ".data,cluster_size=16k " + image + " 1M");
            }},
   };
   return stacks;

@@ -45,6 +45,9 @@ struct StackSpec {
   uint64_t file_slack = 0;
   // blockdev-add options for the node under test, given the image file's path ("" without).
   nlohmann::json (*options)(const std::string& image);
+  // Turns the zero-filled image file into what the stack opens (qcow2: qemu-img create), or
+  // nullptr. Extra files it makes are named image + ".base" / ".data" and removed afterwards.
+  void (*prepare)(const std::string& image) = nullptr;
   // The stack needs io_uring (skipped with a message where the kernel refuses io_uring).
   bool needs_io_uring = false;
 };

@@ -246,12 +246,12 @@ Task<Result<void>> Qcow2Driver::truncate(uint64_t size, bool exact, PreallocMode
   (void)exact;
   CoMutex::Guard guard = co_await lock_.lock();
   if (corrupt_) co_return corrupt_error();
+  if (prealloc != PreallocMode::kOff && size < header_.size) {
+    co_return fail(EINVAL, "Preallocation can't be used for shrinking an image");
+  }
   if (prealloc != PreallocMode::kOff) {
     co_return fail(ENOTSUP, "Preallocation mode '{}' is not supported by qcow2 resize yet",
                    prealloc_mode_name(prealloc));
-  }
-  if (size < header_.size) {
-    co_return fail(ENOTSUP, "qcow2 doesn't support shrinking images yet");
   }
   if (header_.nb_snapshots != 0) {
     co_return fail(ENOTSUP, "Can't resize an image which has snapshots");
@@ -262,6 +262,19 @@ Task<Result<void>> Qcow2Driver::truncate(uint64_t size, bool exact, PreallocMode
     if (!begun) co_return begun;
   }
   const uint64_t cs = cluster_size();
+  if (size < header_.size) {
+    // Whole clusters past the new end go (as QEMU does; the L1 table keeps its size).
+    const uint64_t from = (size + cs - 1) / cs * cs;
+    const uint64_t to = (header_.size + cs - 1) / cs * cs;
+    if (to > from) {
+      auto discard = discard_clusters(from, to - from, true);
+      auto discarded = co_await discard;
+      if (!discarded) co_return discarded;
+    }
+    auto wb = write_back_metadata();
+    auto written = co_await wb;
+    if (!written) co_return written;
+  }
   const uint64_t per_table = uint64_t{1} << l2_bits_;
   const uint64_t l1_needed = (size + cs * per_table - 1) / (cs * per_table);
   auto grow = grow_l1(l1_needed);
