@@ -76,8 +76,8 @@ STRATA_IO_CASES = [
     ("unknown command option", ["-f", "raw", "-c", "write -Z 0 512", "{img}"],
      "write: invalid option -- 'Z'\n",
      "write [-Cfnquz] [-P pattern] off len -- writes a number of bytes at a specified offset\n"),
-    ("reopen is not implemented", ["-f", "raw", "-c", "reopen -r", "{img}"],
-     "strata-io: reopen is not implemented yet\n", ""),
+    ("reopen with both -r and -w", ["-f", "raw", "-c", "reopen -r -w", "{img}"],
+     "strata-io: Only one -r/-w option may be given\n", ""),
     ("snapshot mode is not supported", ["-s", "-f", "raw", "-c", "write 0 512", "{img}"],
      "strata-io: option '-s' is not supported\n", ""),
 ]

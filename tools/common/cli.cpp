@@ -58,4 +58,9 @@ void report_error(std::string_view prog, std::string_view message) {
   fmt::print(stderr, "{}: {}\n", prog, message);
 }
 
+void report_error(std::string_view prog, std::string_view message, std::string_view hint) {
+  report_error(prog, message);
+  if (!hint.empty()) fmt::print(stderr, "{}\n", hint);
+}
+
 }  // namespace strata::tools

@@ -45,5 +45,8 @@ std::string program_name(const char* argv0);
 
 // Prints "<prog>: <message>" and a newline on stderr (QEMU's error_report).
 void report_error(std::string_view prog, std::string_view message);
+// The same, then the error's hint (Error::hint) on a line of its own when there is one, as
+// QEMU's error_report_err does ("Is another process using the image [x]?").
+void report_error(std::string_view prog, std::string_view message, std::string_view hint);
 
 }  // namespace strata::tools

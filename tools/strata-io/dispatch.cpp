@@ -163,7 +163,7 @@ int run_command_line(IoContext& ctx, std::string_view line) {
   if (cmd->perm != Perm::kNone && ctx.blk() != nullptr && !has_all(ctx.blk()->perm(), cmd->perm)) {
     auto r = ctx.blk()->set_perm(ctx.blk()->perm() | cmd->perm, ctx.blk()->shared());
     if (!r) {
-      report_error(ctx.prog, r.error().message());
+      report_error(ctx.prog, r.error().message(), r.error().hint());
       return -r.error().err();
     }
   }

@@ -1,17 +1,25 @@
 // The commands about the open image rather than single requests: open, close, quit, length,
-// truncate, map, flush, sleep, and reopen (parsed; the reopen itself is not implemented yet).
+// truncate, map, flush, sleep, and reopen (QEMU's bdrv_reopen with keep_old_opts, on the image's
+// root node).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "command.h"
 #include "format.h"
 #include "strata/block_backend.h"
+#include "strata/engine.h"
 #include "strata/event_loop.h"
+#include "strata/node.h"
 #include "strata/options.h"
 
 namespace strata::tools::io {
@@ -318,43 +326,185 @@ constexpr Command kReopen{
     .argmin = 0,
     .argmax = -1,
     .args = "[(-r|-w)] [-c cache] [-o options]",
-    .oneline = "reopens an image with new options (not implemented yet)",
+    .oneline = "reopens an image with new options",
+    .help =
+        "\n"
+        " Changes the open options of an already opened image\n"
+        "\n"
+        " Example:\n"
+        " 'reopen -o cache.direct=on' - bypasses the host page cache from now on\n"
+        "\n"
+        " -r, -- Reopen the image read-only\n"
+        " -w, -- Reopen the image read-write\n"
+        " -c, -- Change the cache mode to the given value\n"
+        " -o, -- Changes block driver options (cf. 'open' command)\n"
+        "\n",
 };
 
-// Parses qemu-io's reopen arguments and checks them, then refuses: the graph's reopen
-// transaction is the next step and strata-io will call it from here.
-int reopen_command(IoContext& ctx, std::span<const std::string> argv) {
+// What reopen's flags asked for, before they are turned into node options.
+struct ReopenRequest {
+  std::optional<bool> read_only;                      // -r / -w
+  std::optional<CacheMode> cache;                     // -c
+  nlohmann::json options = nlohmann::json::object();  // every -o, merged, later keys winning
+};
+
+// Puts `value` at the dotted `key` ("file.node-name") in `options`, nesting objects; a later key
+// wins over an earlier one, as QemuOpts' merged lists do.
+void set_dotted(nlohmann::json& options, std::string_view key, std::string value) {
+  nlohmann::json* obj = &options;
+  for (size_t dot = key.find('.'); dot != std::string_view::npos; dot = key.find('.')) {
+    nlohmann::json& next = (*obj)[std::string(key.substr(0, dot))];
+    if (!next.is_object()) next = nlohmann::json::object();
+    obj = &next;
+    key.remove_prefix(dot + 1);
+  }
+  (*obj)[std::string(key)] = std::move(value);
+}
+
+// Merges reopen's -o text into `options`. qemu-io reads it as QemuOpts text, not keyval: a
+// value runs to the next single comma (",," is a comma), and a bare name is a deprecated
+// short-form boolean ("foo" is foo=on, "nofoo" foo=off) that draws a warning. It cannot fail.
+// (One difference stays: QemuOpts keeps keys flat, so "a.b=1,a=2" names 'a.b' in QEMU's
+// complaint and 'a' in Strata's.)
+void merge_qemu_opts(std::string_view prog, std::string_view text, nlohmann::json& options) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t name_end = std::min(text.find_first_of("=,", pos), text.size());
+    std::string name(text.substr(pos, name_end - pos));
+    std::string value;
+    pos = name_end;
+    if (pos < text.size() && text[pos] == '=') {
+      for (++pos; pos < text.size(); ++pos) {
+        if (text[pos] == ',' && (pos + 1 >= text.size() || text[pos + 1] != ',')) break;
+        if (text[pos] == ',') ++pos;  // ",," stands for one comma
+        value += text[pos];
+      }
+    } else {
+      const std::string shown = name;
+      value = "on";
+      if (name.starts_with("no")) {
+        name.erase(0, 2);
+        value = "off";
+      }
+      // QemuOpts says nothing for the names that ask for help.
+      if (shown != "help" && shown != "?") {
+        report_error(prog,
+                     fmt::format("warning: short-form boolean option '{}' deprecated", shown));
+        fmt::print(stderr, "Please use {}={} instead\n", name, value);
+      }
+    }
+    if (pos < text.size()) ++pos;  // the comma
+    set_dotted(options, name, std::move(value));
+  }
+}
+
+// Reads reopen's arguments with qemu-io's getopt loop; prints and returns a negative errno on the
+// first problem.
+int parse_reopen_args(IoContext& ctx, std::span<const std::string> argv, ReopenRequest& req) {
   const ScannedArgs args = scan_args(argv, "c:o:rw");
-  bool access_given = false;
   for (const auto& step : args.steps) {
     if (step.error) return option_error(kReopen, args, *step.error);
     const std::string& arg = step.option.arg;
     switch (step.option.id) {
       case 'c':
-        if (!parse_cache_mode(arg)) {
+        req.cache = parse_cache_mode(arg);
+        if (!req.cache) {
           report_error(ctx.prog, fmt::format("Invalid cache option: {}", arg));
           return -EINVAL;
         }
         break;
       case 'o':
-        if (auto parsed = parse_keyval(arg); !parsed) {
-          report_error(ctx.prog, parsed.error().message());
-          return -EINVAL;
-        }
+        merge_qemu_opts(ctx.prog, arg, req.options);
         break;
       case 'r':
       case 'w':
-        if (access_given) {
+        if (req.read_only) {
           report_error(ctx.prog, "Only one -r/-w option may be given");
           return -EINVAL;
         }
-        access_given = true;
+        req.read_only = step.option.id == 'r';
         break;
     }
   }
   if (!args.operands.empty()) return usage(kReopen);
-  report_error(ctx.prog, "reopen is not implemented yet");
-  return -ENOTSUP;
+  return 0;
+}
+
+bool has_cache_option(const nlohmann::json& options) {
+  auto cache = options.find("cache");
+  return cache != options.end() && cache->is_object() &&
+         (cache->contains("direct") || cache->contains("no-flush"));
+}
+
+// The reopen entry for the image's root node: the -o options, plus read-only and the cache
+// options from the flags (or the node's current values), which qemu-io always states, so they
+// become explicit options of the node. Fails for the flag/option clashes qemu-io refuses.
+Result<nlohmann::json> reopen_entry(const Node& node, const ReopenRequest& req) {
+  nlohmann::json entry = req.options;
+  auto on_off = [](bool b) { return b ? "on" : "off"; };
+  if (entry.contains("read-only")) {
+    if (req.read_only) return fail(EINVAL, "Cannot set both -r/-w and 'read-only'");
+  } else {
+    entry["read-only"] = on_off(req.read_only.value_or(node.is_read_only()));
+  }
+  if (has_cache_option(entry)) {
+    if (req.cache) return fail(EINVAL, "Cannot set both -c and the cache options");
+  } else if (!entry.contains("cache")) {
+    const NodeOptions& now = node.options();
+    entry["cache"] = {{"direct", on_off(req.cache ? req.cache->direct : now.cache_direct)},
+                      {"no-flush", on_off(req.cache ? req.cache->no_flush : now.cache_no_flush)}};
+  }
+  // QemuOpts hands discard to the generic reopen code as text, which has its own complaint (the
+  // engine's is the enum's, as blockdev-reopen gives it).
+  if (auto discard = entry.find("discard"); discard != entry.end() && discard->is_string()) {
+    const std::string& mode = discard->get_ref<const std::string&>();
+    if (!parse_discard_mode(mode)) return fail(EINVAL, "Invalid discard option");
+  }
+  // The engine finds the node by name, so a different name would reopen another node: refuse
+  // it here with the engine's text.
+  if (auto name = entry.find("node-name"); name != entry.end()) {
+    if (!name->is_string() || name->get_ref<const std::string&>() != node.name()) {
+      return fail(EINVAL, "Cannot change the option 'node-name'");
+    }
+  }
+  entry["node-name"] = node.name();
+  return entry;
+}
+
+// qemu-io's reopen: one keep-old-options reopen of the image's root node. Like qemu-io, a reopen
+// that leaves the node read-only first gives up this tool's WRITE (its BlockBackend would
+// otherwise keep the node from becoming read-only), and does not take it back if the reopen
+// then fails; the next command that writes takes it again (run_command_line), so nothing here
+// takes WRITE after -w either.
+int reopen_command(IoContext& ctx, std::span<const std::string> argv) {
+  ReopenRequest req;
+  if (int r = parse_reopen_args(ctx, argv, req); r < 0) return r;
+  Node& node = *ctx.image.node;
+  const bool ends_read_only = req.read_only.value_or(node.is_read_only());
+  if (ends_read_only && has_any(ctx.blk()->perm(), Perm::kWrite | Perm::kWriteUnchanged)) {
+    drain_aio(ctx);
+    const Perm loosened = ctx.blk()->perm() & ~(Perm::kWrite | Perm::kWriteUnchanged);
+    // Giving up a permission cannot conflict with anyone.
+    auto dropped = ctx.blk()->set_perm(loosened, ctx.blk()->shared());
+    if (!dropped) {
+      report_error(ctx.prog, dropped.error().message());
+      return -dropped.error().err();
+    }
+  }
+  auto entry = reopen_entry(node, req);
+  if (!entry) {
+    report_error(ctx.prog, entry.error().message());
+    return -EINVAL;
+  }
+  std::vector<nlohmann::json> entries{std::move(*entry)};
+  auto reopened =
+      run_sync(*ctx.loop, ctx.engine->reopen(std::move(entries), OptionSyntax::kKeyval, true));
+  if (!reopened) {
+    report_error(ctx.prog, reopened.error().message(), reopened.error().hint());
+    return -EINVAL;
+  }
+  if (req.cache) ctx.image.writethrough = req.cache->writethrough;
+  return 0;
 }
 
 constexpr Command kImageCommands[] = {kOpen,  kClose, kQuit,  kLength, kTruncate,
@@ -379,9 +529,11 @@ int open_file(IoContext& ctx, const ImageSpec& spec, const std::optional<std::st
   // qemu-io shares everything; a command that needs more (truncate: resize) asks for it then.
   auto image = open_image(*ctx.loop, *ctx.engine, spec, perm, Perm::kAll);
   if (!image) {
-    report_error(ctx.prog, !shown_name ? fmt::format("can't open: {}", image.error().message())
-                                       : fmt::format("can't open device {}: {}", *shown_name,
-                                                     image.error().message()));
+    report_error(
+        ctx.prog,
+        !shown_name ? fmt::format("can't open: {}", image.error().message())
+                    : fmt::format("can't open device {}: {}", *shown_name, image.error().message()),
+        image.error().hint());
     return -image.error().err();
   }
   ctx.image = std::move(*image);
