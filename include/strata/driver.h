@@ -24,10 +24,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "strata/iovec.h"
 #include "strata/perm.h"
@@ -49,6 +53,7 @@ enum class ReqFlags : uint32_t {
   kFua = 0x1,         // write: durable when it completes
   kMayUnmap = 0x2,    // write-zeroes: may deallocate instead of writing zeroes
   kNoFallback = 0x4,  // write-zeroes: fail with ENOTSUP rather than write a zeroed buffer
+  kCompressed = 0x8,  // write: store compressed (nodes with supports_compressed_writes only)
 };
 constexpr ReqFlags operator|(ReqFlags a, ReqFlags b) {
   return static_cast<ReqFlags>(static_cast<uint32_t>(a) | static_cast<uint32_t>(b));
@@ -72,12 +77,16 @@ struct NodeLimits {
   uint64_t max_pdiscard = 0;
   uint32_t pdiscard_alignment = 0;
 
-  bool supports_fua = false;             // pwritev honours kFua; else the core flushes after
-  bool supports_write_zeroes = false;    // pwrite_zeroes is efficient (no data written)
-  bool supports_zero_unmap = false;      // pwrite_zeroes with kMayUnmap can deallocate
-  bool supports_discard = false;         // pdiscard does something
-  bool can_grow = false;                 // writes past the end extend the node
-  bool serialise_overlapping = false;    // overlapping requests must not run concurrently
+  bool supports_fua = false;           // pwritev honours kFua; else the core flushes after
+  bool supports_write_zeroes = false;  // pwrite_zeroes is efficient (no data written)
+  bool supports_zero_unmap = false;    // pwrite_zeroes with kMayUnmap can deallocate
+  bool supports_discard = false;       // pdiscard does something
+  bool can_grow = false;               // writes past the end extend the node
+  bool serialise_overlapping = false;  // overlapping requests must not run concurrently
+  // pwritev honours kCompressed (qcow2). Such writes start at a multiple of
+  // compressed_write_alignment and cover whole units, except at the end of the node.
+  bool supports_compressed_writes = false;
+  uint32_t compressed_write_alignment = 0;
 };
 
 // Block status (QEMU's BDRV_BLOCK_* meanings).
@@ -105,8 +114,8 @@ constexpr bool has_flag(BlockStatusFlags flags, BlockStatusFlags f) {
 struct BlockStatus {
   uint64_t bytes = 0;
   BlockStatusFlags flags = BlockStatusFlags::kNone;
-  uint64_t map = 0;        // with kOffsetValid/kRaw: offset in `file`
-  Node* file = nullptr;    // with kOffsetValid/kRaw: the node holding the data
+  uint64_t map = 0;      // with kOffsetValid/kRaw: offset in `file`
+  Node* file = nullptr;  // with kOffsetValid/kRaw: the node holding the data
 };
 
 enum class PreallocMode { kOff, kMetadata, kFalloc, kFull };
@@ -125,6 +134,27 @@ struct CheckResult {
   uint64_t allocated_clusters = 0;
   uint64_t fragmented_clusters = 0;
   uint64_t compressed_clusters = 0;
+};
+
+// What `info` shows about an image besides its size and format-specific data (QEMU's
+// BlockDriverInfo, and the backing file a format records in the image).
+struct ImageFacts {
+  uint64_t cluster_size = 0;   // 0: the format has no clusters ("cluster-size" is left out)
+  bool dirty = false;          // the image was not closed cleanly (qcow2's dirty bit)
+  std::string backing_file;    // as recorded in the image; empty: none
+  std::string backing_format;  // as recorded; empty: not recorded
+  std::string data_file;       // the external data file's name as recorded; empty: none
+};
+
+// One internal snapshot as `info` lists it (QEMU's SnapshotInfo).
+struct SnapshotInfo {
+  std::string id;
+  std::string name;
+  uint64_t vm_state_size = 0;
+  uint32_t date_sec = 0;
+  uint32_t date_nsec = 0;
+  uint64_t vm_clock_nsec = 0;
+  std::optional<uint64_t> icount;  // unset: not recorded
 };
 
 // What a check may repair: nothing, leaked clusters only, or everything (`-r leaks|all`).
@@ -146,8 +176,7 @@ class Driver {
   virtual NodeLimits limits() const { return {}; }
 
   // REQUIRES for all I/O below: the facts listed in the file comment.
-  virtual Task<Result<void>> preadv(uint64_t offset, uint64_t bytes, IoVec iov,
-                                    ReqFlags flags) = 0;
+  virtual Task<Result<void>> preadv(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) = 0;
   // Default: EROFS ("driver does not support writes").
   virtual Task<Result<void>> pwritev(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags);
   // Default: ENOTSUP; the core then writes zeroes unless kNoFallback.
@@ -172,6 +201,12 @@ class Driver {
   // Format-specific facts for `info` (QEMU's ImageInfoSpecific `data`, e.g. qcow2's compat,
   // cluster bits, refcount bits), as a JSON object text; empty when the driver has none.
   virtual std::string specific_info_json() const { return {}; }
+  // Cluster size, dirty flag and recorded backing file for `info`. Default: none of them.
+  virtual ImageFacts image_facts() const { return {}; }
+  // The image's internal snapshots, in table order (reads the snapshot table). Default: none.
+  virtual Task<Result<std::vector<SnapshotInfo>>> list_snapshots() {
+    co_return std::vector<SnapshotInfo>{};
+  }
 
   // Permissions. child_perms says what this node needs from `child` given what its parents
   // need from it (cumulative perm/shared); the default dispatches on the child's role as
@@ -238,5 +273,49 @@ struct DriverClass {
   // not set it.
   bool supports_backing = false;
 };
+
+// ---- Image creation (qemu-img create) ----
+//
+// Creating an image is not opening a node: a creator writes a new file from option values, with
+// plain file I/O, the way QEMU's bdrv_create does for `qemu-img create`. The creatable formats
+// form a registry of their own (find_image_creator, src/drivers/format/image_create.cpp) rather
+// than a member of DriverClass, because their option lists are QEMU's create options (QemuOpts:
+// "cluster_size", "lazy_refcounts"), not the open options.
+//
+// The front end parses the -o text against `options` (names, bool/size/number syntax, QEMU's
+// texts for those), prints the "Formatting ..." line in `options` order, and calls `create` with
+// the values: sizes and numbers as decimal digits, booleans and strings as the user wrote them
+// (booleans in any spelling parse_create_bool accepts). `create` does the format's own checks
+// (with QEMU's texts), writes the file(s), and on failure leaves none behind that it made.
+//
+// Threading: creators do blocking I/O on the calling thread; they use no event loop.
+
+enum class CreateOptionType { kString, kBool, kSize, kNumber };
+
+struct CreateOptionDesc {
+  std::string_view name;
+  CreateOptionType type;
+  std::string_view help;
+  std::string_view default_value;  // printed in the Formatting line when not given; "" = none
+};
+
+// Option name -> value text, as described above.
+using CreateOptionValues = std::map<std::string, std::string, std::less<>>;
+
+struct ImageCreator {
+  std::string_view format;  // "raw", "qcow2"
+  // The format's options followed by the file protocol's, in QEMU's print order.
+  std::span<const CreateOptionDesc> options;
+  // How many of `options` are the format's own (`-o help` without a file name lists only these).
+  size_t format_option_count;
+  bool supports_backing;  // takes backing_file/backing_fmt (-b/-F)
+  Result<void> (*create)(const std::string& filename, const CreateOptionValues& values);
+};
+
+// The creator for `format`, or nullptr when Strata cannot create images of that format.
+const ImageCreator* find_image_creator(std::string_view format);
+
+// QEMU 7.2's boolean spellings for QemuOpts: on/yes/true/y and off/no/false/n.
+std::optional<bool> parse_create_bool(std::string_view text);
 
 }  // namespace strata

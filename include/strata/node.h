@@ -205,6 +205,7 @@ class Node final : public Parent {
   Task<Result<void>> rw_bounced(bool is_write, uint64_t offset, uint64_t bytes, IoVec iov,
                                 ReqFlags flags);
   Task<Result<void>> read_block(uint64_t offset, uint8_t* buf);
+  Task<Result<void>> write_compressed(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags);
   Task<Result<void>> zero_range(uint64_t offset, uint64_t bytes, ReqFlags flags);
   Task<Result<void>> zeroes_aligned(uint64_t offset, uint64_t bytes, ReqFlags flags);
   Task<Result<void>> zeroes_chunk(uint64_t offset, uint64_t bytes, ReqFlags flags);

@@ -202,6 +202,10 @@ Task<Result<void>> Node::write(uint64_t offset, uint64_t bytes, IoVec iov, ReqFl
   if (iov.size() != bytes) co_return iov_mismatch(iov, bytes);
   auto valid = check_write(*this, offset, bytes);
   if (!valid || bytes == 0) co_return valid;
+  if (has_flag(flags, ReqFlags::kCompressed)) {
+    auto task = write_compressed(offset, bytes, std::move(iov), flags);
+    co_return co_await task;
+  }
   if (options_.detect_zeroes != DetectZeroes::kOff && limits_.supports_write_zeroes &&
       iov.is_zero()) {
     ReqFlags zero_flags = flags & ReqFlags::kFua;
@@ -224,6 +228,29 @@ Task<Result<void>> Node::write(uint64_t offset, uint64_t bytes, IoVec iov, ReqFl
   auto task = rw_padded(true, offset, bytes, std::move(iov), flags);
   auto result = co_await task;
   if (!result || !emulate_fua) co_return result;
+  auto flush_task = flush();
+  co_return co_await flush_task;
+}
+
+// Compressed writes go to the driver whole: no padding, no zero detection; the driver splits
+// them into its units. QEMU's texts for the shapes it refuses.
+Task<Result<void>> Node::write_compressed(uint64_t offset, uint64_t bytes, IoVec iov,
+                                          ReqFlags flags) {
+  if (!limits_.supports_compressed_writes) {
+    co_return fail(ENOTSUP, "Compression is not supported for this drive {}", name());
+  }
+  const uint64_t unit = limits_.compressed_write_alignment;
+  if (unit != 0 && (offset % unit != 0 || (bytes % unit != 0 && offset + bytes != size()))) {
+    co_return fail(EINVAL, "Compressed writes must cover whole clusters ({} bytes)", unit);
+  }
+  RequestTracker tracker(*this, offset, offset + bytes, true, true);
+  if (tracker.may_wait()) {
+    auto wait = tracker.wait();
+    co_await wait;
+  }
+  auto task = driver_->pwritev(offset, bytes, std::move(iov), flags & ~ReqFlags::kFua);
+  auto result = co_await task;
+  if (!result || !has_flag(flags, ReqFlags::kFua)) co_return result;
   auto flush_task = flush();
   co_return co_await flush_task;
 }

@@ -75,7 +75,7 @@ STRATA_IO_CASES = [
      "", "Usage: strata-io "),
     ("unknown command option", ["-f", "raw", "-c", "write -Z 0 512", "{img}"],
      "write: invalid option -- 'Z'\n",
-     "write [-Cfnquz] [-P pattern] off len -- writes a number of bytes at a specified offset\n"),
+     "write [-cCfnquz] [-P pattern] off len -- writes a number of bytes at a specified offset\n"),
     ("reopen with both -r and -w", ["-f", "raw", "-c", "reopen -r -w", "{img}"],
      "strata-io: Only one -r/-w option may be given\n", ""),
     ("snapshot mode is not supported", ["-s", "-f", "raw", "-c", "write 0 512", "{img}"],

@@ -18,6 +18,18 @@ constexpr Subcommand kSubcommands[] = {
      "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
      "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
      "[-t cache] [-w] [-U] [--image-opts] filename"},
+    {"create", run_create,
+     "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename "
+     "[size]"},
+    {"check", run_check,
+     "check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] "
+     "[-T src_cache] [-U] filename"},
+    {"info", run_info,
+     "info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] "
+     "filename"},
+    {"map", run_map,
+     "map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] "
+     "[--max-length=len] [--output=ofmt] [-U] filename"},
 };
 
 constexpr LongOption kGlobalOptions[] = {{"help", false, 'h'}, {"version", false, 'V'}};

@@ -178,6 +178,7 @@ constexpr std::string_view kWriteHelp =
     "\n"
     " Writes into a segment of the currently open file, using a buffer\n"
     " filled with a set pattern (0xcdcdcdcd).\n"
+    " -c, -- write compressed data with blk_write_compressed\n"
     " -C, -- report statistics in a machine parsable format\n"
     " -f, -- use Force Unit Access semantics\n"
     " -n, -- with -z, don't allow slow fallback\n"
@@ -195,7 +196,7 @@ constexpr Command kWrite{
     .argmin = 2,
     .argmax = -1,
     .perm = Perm::kWrite,
-    .args = "[-Cfnquz] [-P pattern] off len",
+    .args = "[-cCfnquz] [-P pattern] off len",
     .oneline = "writes a number of bytes at a specified offset",
     .help = kWriteHelp,
 };
@@ -204,6 +205,7 @@ struct WriteFlags {
   bool machine = false;
   bool quiet = false;
   bool zero = false;
+  bool compressed = false;
   std::optional<uint8_t> pattern;
   ReqFlags req = ReqFlags::kNone;
 };
@@ -212,6 +214,9 @@ int parse_write_flags(const ScannedArgs& args, WriteFlags& f) {
   for (const auto& step : args.steps) {
     if (step.error) return option_error(kWrite, args, *step.error);
     switch (step.option.id) {
+      case 'c':
+        f.compressed = true;
+        break;
       case 'C':
         f.machine = true;
         break;
@@ -238,6 +243,12 @@ int parse_write_flags(const ScannedArgs& args, WriteFlags& f) {
     }
   }
   if (args.operands.size() != 2) return usage(kWrite);
+  if (f.compressed && has_flag(f.req, ReqFlags::kFua)) {
+    fmt::print("-f and -b or -c cannot be specified at the same time\n");
+    return -EINVAL;
+  }
+  // As qemu-io: with -z the write is a zero write and -c has no effect.
+  if (f.compressed && !f.zero) f.req = f.req | ReqFlags::kCompressed;
   if (has_flag(f.req, ReqFlags::kNoFallback) && !f.zero) {
     fmt::print("-n requires -z to be specified\n");
     return -EINVAL;
@@ -254,7 +265,7 @@ int parse_write_flags(const ScannedArgs& args, WriteFlags& f) {
 }
 
 int write_command(IoContext& ctx, std::span<const std::string> argv) {
-  const ScannedArgs args = scan_args(argv, "CfnpP:quz");
+  const ScannedArgs args = scan_args(argv, "cCfnpP:quz");
   WriteFlags f;
   if (int r = parse_write_flags(args, f); r < 0) return r;
   auto range = parse_range(args.operands);

@@ -40,6 +40,8 @@ NodeLimits Qcow2Driver::limits() const {
   l.pwrite_zeroes_alignment = static_cast<uint32_t>(subcluster_size());
   l.supports_discard = true;
   l.pdiscard_alignment = static_cast<uint32_t>(cluster_size());
+  l.supports_compressed_writes = data_file_ == nullptr;
+  l.compressed_write_alignment = static_cast<uint32_t>(cluster_size());
   return l;
 }
 

@@ -169,6 +169,9 @@ class Qcow2Driver final : public Driver {
   Task<Result<uint64_t>> alloc_clusters(uint64_t count, uint64_t* got, bool all = false);
   // Frees whatever an L2 entry referenced (a normal, zero-alloc or compressed cluster).
   Task<Result<void>> free_entry(uint64_t l2_entry, DiscardType discard);
+  // Space for `size` bytes of compressed data (QEMU's qcow2_alloc_bytes): packed after the
+  // previous compressed cluster when it fits, each host cluster touched gaining one reference.
+  Task<Result<uint64_t>> alloc_bytes(uint64_t size);
   Task<Result<void>> grow_refcount_table(uint64_t min_clusters);
   Task<Result<TableRef>> refcount_block_for(uint64_t cluster_index, bool allocate);
 
@@ -180,6 +183,8 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> read_guest(uint64_t offset, uint64_t bytes, IoVec iov);
   Task<Result<std::optional<WritePlan>>> plan_write(uint64_t offset, uint64_t bytes);
   Task<Result<void>> write_allocating(WritePlan plan, uint64_t offset, IoVec iov);
+  Task<Result<void>> write_compressed(uint64_t offset, uint64_t bytes, IoVec iov);
+  Task<Result<void>> write_compressed_cluster(uint64_t offset, std::vector<uint8_t> data);
   Task<Result<void>> zero_clusters(uint64_t offset, uint64_t bytes, bool unmap);
   Task<Result<void>> discard_clusters(uint64_t offset, uint64_t bytes, bool full);
   Task<void> wait_for_allocations(uint64_t first_cluster, uint64_t end_cluster);
@@ -200,6 +205,8 @@ class Qcow2Driver final : public Driver {
   // from the mapping, as `check -r all` does (qcow2_check.cpp).
   Task<Result<void>> repair_dirty();
   Task<Result<CheckResult>> check_locked(CheckFix fix);
+  Task<Result<void>> check_copied(uint64_t index, uint64_t l2_offset, CheckFix fix,
+                                  CheckResult& res);
   struct CheckWalk;
   Task<Result<void>> walk_l1_tables(CheckWalk& w, std::vector<uint64_t> l1, bool active,
                                     std::vector<std::pair<uint64_t, uint64_t>>* l2_refs);
@@ -224,7 +231,9 @@ class Qcow2Driver final : public Driver {
   MetadataCache refblock_cache_;
   CoMutex lock_;
   uint64_t free_cluster_index_ = 0;
-  uint64_t high_water_ = 0;  // clusters below this may be in use even past the file's end
+  uint64_t high_water_ = 0;
+  uint64_t free_byte_offset_ = 0;  // where the next compressed cluster may go; 0: none  // clusters
+                                   // below this may be in use even past the file's end
   std::vector<Allocation*> allocations_;  // in flight
 
   bool lazy_refcounts_ = false;

@@ -158,34 +158,12 @@ Task<Result<CheckResult>> Qcow2Driver::check_locked(CheckFix fix) {
       ++res.corruptions_fixed;
   }
 
-  // COPIED flags of the active L1 entries: set exactly when the L2 table's refcount is 1.
+  // COPIED flags (QEMU's check_oflag_copied): on an active L1 entry or a data cluster's L2
+  // entry exactly when the cluster's refcount is 1.
   for (auto [index, l2_offset] : active_l2) {
-    auto rc = refcount(l2_offset >> cluster_bits_);
-    auto count = co_await rc;
-    if (!count) co_return count.error();
-    const bool copied = (l1_[index] & kOflagCopied) != 0;
-    if (copied == (*count == 1)) continue;
-    if (fix == CheckFix::kAll) {
-      std::fprintf(stderr,
-                   "Repairing OFLAG_COPIED L2 cluster: l1_index=%llu l1_entry=%llx "
-                   "refcount=%llu\n",
-                   static_cast<unsigned long long>(index),
-                   static_cast<unsigned long long>(l1_[index]),
-                   static_cast<unsigned long long>(*count));
-      l1_[index] = *count == 1 ? (l1_[index] | kOflagCopied) : (l1_[index] & ~kOflagCopied);
-      auto write = write_l1_entry(index);
-      auto w1 = co_await write;
-      if (!w1) co_return w1.error();
-      ++res.corruptions_fixed;
-    } else {
-      std::fprintf(stderr,
-                   "ERROR OFLAG_COPIED L2 cluster: l1_index=%llu l1_entry=%llx "
-                   "refcount=%llu\n",
-                   static_cast<unsigned long long>(index),
-                   static_cast<unsigned long long>(l1_[index]),
-                   static_cast<unsigned long long>(*count));
-      ++res.corruptions;
-    }
+    auto checked = check_copied(index, l2_offset, fix, res);
+    auto c = co_await checked;
+    if (!c) co_return c.error();
   }
 
   if (fix != CheckFix::kNone) {
@@ -199,6 +177,61 @@ Task<Result<CheckResult>> Qcow2Driver::check_locked(CheckFix fix) {
   co_return res;
 }
 
+Task<Result<void>> Qcow2Driver::check_copied(uint64_t index, uint64_t l2_offset, CheckFix fix,
+                                             CheckResult& res) {
+  auto rc = refcount(l2_offset >> cluster_bits_);
+  auto count = co_await rc;
+  if (!count) co_return count.error();
+  const bool copied = (l1_[index] & kOflagCopied) != 0;
+  if (copied != (*count == 1)) {
+    const char* what = fix == CheckFix::kAll ? "Repairing" : "ERROR";
+    std::fprintf(stderr, "%s OFLAG_COPIED L2 cluster: l1_index=%llu l1_entry=%llx refcount=%llu\n",
+                 what, static_cast<unsigned long long>(index),
+                 static_cast<unsigned long long>(l1_[index]),
+                 static_cast<unsigned long long>(*count));
+    if (fix == CheckFix::kAll) {
+      l1_[index] = *count == 1 ? (l1_[index] | kOflagCopied) : (l1_[index] & ~kOflagCopied);
+      auto write = write_l1_entry(index);
+      auto w = co_await write;
+      if (!w) co_return w.error();
+      ++res.corruptions_fixed;
+    } else {
+      ++res.corruptions;
+    }
+  }
+  auto get = l2_cache_.get(l2_offset);
+  auto table = co_await get;
+  if (!table) co_return table.error();
+  const uint64_t per_table = uint64_t{1} << l2_bits_;
+  for (uint64_t j = 0; j < per_table; ++j) {
+    const uint64_t entry = l2_entry_at(*table, j);
+    const ClusterType type = cluster_type(entry, extended_, data_file_ != nullptr);
+    if (type != ClusterType::kNormal && type != ClusterType::kZeroAlloc) continue;
+    uint64_t data_refcount = 1;  // external data clusters always count as one
+    if (data_file_ == nullptr) {
+      auto drc = refcount(entry_offset(entry) >> cluster_bits_);
+      auto value = co_await drc;
+      if (!value) co_return value.error();
+      data_refcount = *value;
+    }
+    const bool data_copied = (entry & kOflagCopied) != 0;
+    if (data_copied == (data_refcount == 1)) continue;
+    const char* what = fix == CheckFix::kAll ? "Repairing" : "ERROR";
+    std::fprintf(stderr, "%s OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu\n", what,
+                 static_cast<unsigned long long>(entry),
+                 static_cast<unsigned long long>(data_refcount));
+    if (fix == CheckFix::kAll) {
+      const uint64_t fixed = data_refcount == 1 ? (entry | kOflagCopied) : (entry & ~kOflagCopied);
+      set_l2(*table, j, fixed, l2_bitmap_at(*table, j));
+      l2_cache_.mark_dirty(*table);
+      ++res.corruptions_fixed;
+    } else {
+      ++res.corruptions;
+    }
+  }
+  co_return Result<void>{};
+}
+
 // Walks one L1 table (the active one, or a snapshot's) and the L2 tables and data below it.
 // `active` adds the statistics that only describe the active table.
 Task<Result<void>> Qcow2Driver::walk_l1_tables(
@@ -207,7 +240,6 @@ Task<Result<void>> Qcow2Driver::walk_l1_tables(
   const uint64_t cs = cluster_size();
   CheckResult& res = *w.result;
   const uint64_t per_table = uint64_t{1} << l2_bits_;
-  uint64_t previous_host = 0;
   for (uint64_t i = 0; i < l1.size(); ++i) {
     const uint64_t entry = l1[i];
     if (entry == 0) continue;
@@ -228,13 +260,14 @@ Task<Result<void>> Qcow2Driver::walk_l1_tables(
     }
     w.add(l2_offset, cs);
     if (l2_refs != nullptr) l2_refs->emplace_back(i, l2_offset);
+    uint64_t next_contiguous = 0;  // fragmentation is counted within each L2 table, as QEMU does
     std::vector<uint8_t> table(cs);
     auto read = file_->read(l2_offset, cs, IoVec(table.data(), cs));
     auto r = co_await read;
     if (!r) co_return r.error().prefixed("Could not read an L2 table");
     for (uint64_t j = 0; j < per_table; ++j) {
       const uint64_t l2 = load_be64(&table[j * l2_step_ * 8]);
-      const ClusterType type = cluster_type(l2, extended_);
+      const ClusterType type = cluster_type(l2, extended_, data_file_ != nullptr);
       if (type == ClusterType::kCompressed) {
         if (data_file_ != nullptr) {
           std::fprintf(stderr, "ERROR compressed cluster %llu with data file\n",
@@ -259,10 +292,10 @@ Task<Result<void>> Qcow2Driver::walk_l1_tables(
         ++res.corruptions;
       }
       const uint64_t host = entry_offset(l2);
-      if (active && type == ClusterType::kNormal) {
+      if (active) {
         ++res.allocated_clusters;
-        if (previous_host != 0 && host != previous_host + cs) ++res.fragmented_clusters;
-        previous_host = host;
+        if (next_contiguous != 0 && host != next_contiguous) ++res.fragmented_clusters;
+        next_contiguous = host + cs;
       }
       if (data_file_ != nullptr) continue;  // external data is not refcounted
       if ((host & (cs - 1)) != 0) {

@@ -301,7 +301,119 @@ Task<Result<void>> Qcow2Driver::write_allocating(WritePlan plan, uint64_t offset
   co_return co_await write;
 }
 
-Task<Result<void>> Qcow2Driver::pwritev(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags) {
+// One cluster stored compressed (the caller made sure it is smaller compressed).
+Task<Result<void>> Qcow2Driver::write_compressed_cluster(uint64_t offset,
+                                                         std::vector<uint8_t> data) {
+  const uint64_t c = offset >> cluster_bits_;
+  CoMutex::Guard guard = co_await lock_.lock();
+  while (overlapping_allocation(c, c + 1) != nullptr) {
+    guard.release();
+    auto wait = wait_for_allocations(c, c + 1);
+    co_await wait;
+    guard = co_await lock_.lock();
+  }
+  if (corrupt_) co_return corrupt_error();
+  if (!began_writing_) {
+    auto begin = begin_writing();
+    auto begun = co_await begin;
+    if (!begun) co_return begun;
+  }
+  {
+    // As QEMU: compression never overwrites; an allocated cluster refuses the write.
+    auto get = get_l2(offset, false);
+    auto table = co_await get;
+    if (!table) co_return table.error();
+    if (*table) {
+      const uint64_t current = l2_entry_at(*table, l2_index(offset));
+      const ClusterType type = cluster_type(current, extended_);
+      if (type != ClusterType::kUnallocated && type != ClusterType::kZeroPlain) {
+        co_return fail(EIO,
+                       "qcow2: a compressed write cannot overwrite the allocated cluster at "
+                       "{:#x}",
+                       offset);
+      }
+    }
+  }
+  auto alloc = alloc_bytes(data.size());
+  auto host = co_await alloc;
+  if (!host) co_return host.error();
+  auto entry = encode_compressed(*host, data.size(), cluster_bits_);
+  if (!entry) co_return entry.error();
+  Allocation allocation;
+  allocation.first = c;
+  allocation.end = c + 1;
+  allocations_.push_back(&allocation);
+  guard.release();
+
+  auto write = file_->write(*host, data.size(), IoVec(data.data(), data.size()));
+  Result<void> result = co_await write;
+
+  CoMutex::Guard relock = co_await lock_.lock();
+  if (result && !lazy_refcounts_) {
+    auto dep = l2_cache_.set_dependency(&refblock_cache_);
+    result = co_await dep;
+  }
+  uint64_t old = 0;
+  if (result) {
+    l2_cache_.depends_on_flush();
+    auto get = get_l2(offset, true);
+    auto table = co_await get;
+    if (!table) {
+      result = table.error();
+    } else {
+      const uint64_t i = l2_index(offset);
+      old = l2_entry_at(*table, i);
+      set_l2(*table, i, *entry, 0);
+      l2_cache_.mark_dirty(*table);
+    }
+  }
+  if (result) {
+    auto release = free_entry(old, DiscardType::kOther);
+    result = co_await release;
+  } else {
+    auto undo = free_entry(*entry, DiscardType::kNever);
+    auto undone = co_await undo;
+    (void)undone;
+  }
+  std::erase(allocations_, &allocation);
+  for (std::coroutine_handle<> h : allocation.waiters) node_->loop().post([h] { h.resume(); });
+  co_return result;
+}
+
+Task<Result<void>> Qcow2Driver::write_compressed(uint64_t offset, uint64_t bytes, IoVec iov) {
+  if (data_file_ != nullptr) {
+    co_return fail(ENOTSUP, "Compression is not supported with an external data file");
+  }
+  const uint64_t cs = cluster_size();
+  std::vector<uint8_t> in(cs);
+  for (uint64_t done = 0; done < bytes; done += cs) {
+    const uint64_t n = std::min(cs, bytes - done);
+    std::fill(in.begin(), in.end(), 0);
+    iov.copy_to(done, in.data(), n);
+    std::vector<uint8_t> out(cs);
+    auto packed = compress_cluster(header_.compression_type, in, out);
+    if (!packed) co_return packed.error();
+    if (*packed == 0) {
+      // Incompressible: stored as a normal cluster.
+      auto write = pwritev(offset + done, n, iov.slice(done, n), ReqFlags::kNone);
+      auto w = co_await write;
+      if (!w) co_return w;
+      continue;
+    }
+    out.resize(*packed);
+    auto write = write_compressed_cluster(offset + done, std::move(out));
+    auto w = co_await write;
+    if (!w) co_return w;
+  }
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Qcow2Driver::pwritev(uint64_t offset, uint64_t bytes, IoVec iov,
+                                        ReqFlags flags) {
+  if (has_flag(flags, ReqFlags::kCompressed)) {
+    auto compressed = write_compressed(offset, bytes, std::move(iov));
+    co_return co_await compressed;
+  }
   uint64_t done = 0;
   while (done < bytes) {
     const uint64_t cur = offset + done;
@@ -591,8 +703,20 @@ Task<Result<BlockStatus>> Qcow2Driver::block_status(uint64_t offset, uint64_t by
     case SubclusterType::kCompressed:
       st.flags = F::kData;
       break;
+    case SubclusterType::kUnallocatedAlloc:
+      // Not this layer's data, but QEMU still says where the host cluster is.
+      st.flags = F::kOffsetValid;
+      st.map = e.host;
+      st.file = &data_child().node();
+      break;
     default:
       st.flags = F::kNone;
+      if (data_file_ != nullptr && (header_.autoclear_features & autoclear::kDataFileRaw) != 0) {
+        // A raw data file holds every guest offset at the same place.
+        st.flags = F::kOffsetValid;
+        st.map = offset;
+        st.file = &data_child().node();
+      }
       break;
   }
   co_return st;

@@ -135,6 +135,9 @@ Task<Result<void>> Qcow2Driver::update_refcounts(uint64_t offset, uint64_t lengt
     refblock_cache_.mark_dirty(*block);
     if (now == 0) {
       free_cluster_index_ = std::min(free_cluster_index_, c);
+      if (free_byte_offset_ != 0 && (free_byte_offset_ >> cluster_bits_) == c) {
+        free_byte_offset_ = 0;
+      }
       l2_cache_.discard(c << cluster_bits_);
       refblock_cache_.discard(c << cluster_bits_);
       bool pass = (discard == DiscardType::kRequest && options_.pass_discard_request) ||
@@ -182,6 +185,40 @@ Task<Result<uint64_t>> Qcow2Driver::alloc_clusters(uint64_t count, uint64_t* got
   }
   *got = run;
   co_return start << cluster_bits_;
+}
+
+Task<Result<uint64_t>> Qcow2Driver::alloc_bytes(uint64_t size) {
+  const uint64_t cs = cluster_size();
+  uint64_t offset = free_byte_offset_;
+  const uint64_t free_in_cluster = (offset & (cs - 1)) == 0 ? 0 : cs - (offset & (cs - 1));
+  if (offset != 0 && free_in_cluster >= size) {
+    // Fits in the current cluster: one more reference to it (unless the refcount width cannot
+    // count that many; then a fresh cluster).
+    auto ref = update_refcounts(offset, 1, 1, DiscardType::kNever);
+    auto r = co_await ref;
+    if (r) {
+      free_byte_offset_ = offset + size;
+      co_return offset;
+    }
+    if (r.error().err() != ERANGE) co_return r.error();
+    offset = 0;
+  }
+  uint64_t got = 0;
+  auto alloc = alloc_clusters(1, &got, true);
+  auto fresh = co_await alloc;
+  if (!fresh) co_return fresh.error();
+  if (offset != 0 && free_in_cluster > 0 && *fresh == offset + free_in_cluster) {
+    // The new cluster follows the current one: the data spans both.
+    auto ref = update_refcounts(offset, 1, 1, DiscardType::kNever);
+    auto r = co_await ref;
+    if (r) {
+      free_byte_offset_ = offset + size;
+      co_return offset;
+    }
+    if (r.error().err() != ERANGE) co_return r.error();
+  }
+  free_byte_offset_ = *fresh + size;
+  co_return *fresh;
 }
 
 Task<Result<void>> Qcow2Driver::free_entry(uint64_t l2_entry, DiscardType discard) {
