@@ -49,6 +49,8 @@ VARIANTS = {
     "backing": ("", True),
     "backing_extended_l2": ("extended_l2=on", True),
     "backing_v2": ("compat=0.10", True),
+    "zstd": ("compression_type=zstd", False),
+    "chain3": ("cluster_size=32k", "chain3"),
 }
 
 
@@ -173,7 +175,7 @@ def main():
     cluster = 64 * KiB
     m = re.search(r"cluster_size=(\w+)", opts)
     if m:
-        cluster = {"512": 512, "128k": 128 * KiB, "2M": 2 * MiB}[m.group(1)]
+        cluster = {"512": 512, "32k": 32 * KiB, "128k": 128 * KiB, "2M": 2 * MiB}[m.group(1)]
     rng = random.Random(f"{args.variant}-{args.seed}")
     cmds, checks = script(rng, cluster)
 
@@ -181,7 +183,24 @@ def main():
         create = ["qemu-img", "create", "-q", "-f", "qcow2"]
         if opts:
             create += ["-o", opts]
-        if with_backing:
+        if with_backing == "chain3":
+            # raw base <- qcow2 middle <- the overlay: data at every level.
+            base = os.path.join(d, "base.raw")
+            with open(base, "wb") as f:
+                f.truncate(SIZE)
+            mid = os.path.join(d, "mid.qcow2")
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", mid,
+                 str(SIZE)], cwd=d)
+            fill_base = [f"write -P {0x20 + i} {i * 4 * MiB} {2 * MiB + 4097}" for i in range(16)]
+            fill_mid = [f"write -P {0x60 + i} {i * 4 * MiB + MiB + 512} {2 * MiB}"
+                        for i in range(16)]
+            for tool_fmt, image, cmds_fill in (("raw", base, fill_base), ("qcow2", mid, fill_mid)):
+                r = tool_run("qemu-io", image, cmds_fill, fmt=tool_fmt)
+                if r.returncode != 0:
+                    print(r.stdout, r.stderr)
+                    return 1
+            create += ["-b", "mid.qcow2", "-F", "qcow2"]
+        elif with_backing:
             base = os.path.join(d, "base.raw")
             with open(base, "wb") as f:
                 f.truncate(SIZE)
