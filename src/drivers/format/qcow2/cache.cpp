@@ -22,7 +22,20 @@ bool MetadataCache::has_dirty() const {
   return std::any_of(lru_.begin(), lru_.end(), [](const CachedTable& t) { return t.dirty; });
 }
 
+void MetadataCache::drop_unused() {
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    if (!it->used && !it->dirty && it->pins == 0) {
+      index_.erase(it->offset);
+      it = lru_.erase(it);
+    } else {
+      it->used = false;
+      ++it;
+    }
+  }
+}
+
 void MetadataCache::touch(CachedTable& t) {
+  t.used = true;
   auto it = index_.find(t.offset);
   if (it->second != lru_.begin()) lru_.splice(lru_.begin(), lru_, it->second);
 }

@@ -44,6 +44,7 @@ struct CachedTable {
   TableBytes bytes;  // table_size bytes
   unsigned pins = 0;
   bool dirty = false;
+  bool used = true;  // looked up since the last drop_unused()
 };
 
 class TableRef {
@@ -97,8 +98,11 @@ class MetadataCache {
   Task<Result<void>> write_back();
   // Drops a table from the cache without writing it (its cluster was freed).
   void discard(uint64_t offset);
-  // Drops every clean, unpinned table (cache-clean-interval; reopen to read-only).
+  // Drops every clean, unpinned table (reopen to read-only).
   void drop_clean();
+  // Drops the clean, unpinned tables nobody looked up since the previous call
+  // (cache-clean-interval, as QEMU's qcow2_cache_clean_unused).
+  void drop_unused();
   // Changes how many tables are kept (reopen with a new cache size).
   void set_capacity(size_t capacity) { capacity_ = std::max<size_t>(capacity, 2); }
 

@@ -29,7 +29,29 @@ Qcow2Driver::Qcow2Driver(Node& node, Child& file, Header header, RuntimeOptions 
   refblock_cache_.set_file(file_);
 }
 
-Qcow2Driver::~Qcow2Driver() = default;
+// A cancelled timer still calls its handler (with operation_aborted) after the driver is gone;
+// the handler returns before touching it.
+Qcow2Driver::~Qcow2Driver() {
+  if (clean_timer_) clean_timer_->cancel();
+}
+
+void Qcow2Driver::arm_cache_cleaner() {
+  if (options_.cache_clean_interval == 0) {
+    if (clean_timer_) clean_timer_->cancel();
+    return;
+  }
+  if (!clean_timer_) clean_timer_ = std::make_unique<asio::steady_timer>(node_->loop().context());
+  clean_timer_->expires_after(std::chrono::seconds(options_.cache_clean_interval));
+  clean_timer_->async_wait([this](const asio::error_code& ec) {
+    if (ec) return;
+    // A metadata operation in progress may hold tables; try again next round.
+    if (!lock_.locked()) {
+      l2_cache_.drop_unused();
+      refblock_cache_.drop_unused();
+    }
+    arm_cache_cleaner();
+  });
+}
 
 NodeLimits Qcow2Driver::limits() const {
   NodeLimits l;
@@ -240,6 +262,7 @@ void Qcow2Driver::reopen_commit() {
   if (options_.refcount_cache_size) rc_bytes = *options_.refcount_cache_size;
   refblock_cache_.set_capacity(static_cast<size_t>(rc_bytes / cs));
   if (node_->is_read_only()) began_writing_ = false;
+  arm_cache_cleaner();
 }
 
 void Qcow2Driver::reopen_abort() { staged_options_.reset(); }

@@ -25,6 +25,7 @@
 // Threading: the node's event loop thread.
 #pragma once
 
+#include <asio/steady_timer.hpp>
 #include <coroutine>
 #include <cstdint>
 #include <memory>
@@ -211,6 +212,8 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> walk_l1_tables(CheckWalk& w, std::vector<uint64_t> l1, bool active,
                                     std::vector<std::pair<uint64_t, uint64_t>>* l2_refs);
   Task<Result<void>> write_l1_entry(uint64_t index);
+  // cache-clean-interval: every interval, tables unused since the last round leave the caches.
+  void arm_cache_cleaner();
 
   Node* node_;
   Child* file_;
@@ -242,6 +245,7 @@ class Qcow2Driver final : public Driver {
   // A dirty image opened with auto-read-only: repaired before its first write, when the node
   // has write access to its file.
   bool needs_repair_ = false;
+  std::unique_ptr<asio::steady_timer> clean_timer_;
 };
 
 extern const DriverClass kQcow2Class;

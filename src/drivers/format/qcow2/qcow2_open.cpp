@@ -250,6 +250,7 @@ Task<Result<std::unique_ptr<Driver>>> Qcow2Opener::open(OpenContext& ctx) {
     auto repaired = co_await repair;
     if (!repaired) co_return repaired.error().prefixed("Could not repair dirty image");
   }
+  d->arm_cache_cleaner();
   co_return std::unique_ptr<Driver>(std::move(d));
 }
 
