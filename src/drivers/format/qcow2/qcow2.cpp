@@ -267,16 +267,69 @@ void Qcow2Driver::reopen_commit() {
 
 void Qcow2Driver::reopen_abort() { staged_options_.reset(); }
 
+// QEMU's preallocate_co for a resize: clusters for the new guest range [from, to) are allocated
+// and linked (from fresh space past the end of the file, which reads as zeroes); the file grows
+// over each run of them with `mode` (falloc, full; metadata only extends it).
+Task<Result<void>> Qcow2Driver::preallocate(uint64_t from, uint64_t to, PreallocMode mode) {
+  const uint64_t cs = cluster_size();
+  if (data_file_ == nullptr) {
+    free_cluster_index_ = std::max(free_cluster_index_, (file_->size() + cs - 1) / cs);
+  }
+  uint64_t first = from / cs;
+  {
+    auto get = get_l2(first * cs, false);
+    auto table = co_await get;
+    if (!table) co_return table.error();
+    if (*table && entry_offset(l2_entry_at(*table, l2_index(first * cs))) != 0) ++first;
+  }
+  const uint64_t end = (to + cs - 1) / cs;
+  const uint64_t per_table = uint64_t{1} << l2_bits_;
+  Child& data = data_child();
+  const PreallocMode file_mode = mode == PreallocMode::kMetadata ? PreallocMode::kOff : mode;
+  for (uint64_t c = first; c < end;) {
+    const uint64_t want = std::min(end - c, per_table - c % per_table);
+    // The L2 table first, so the data clusters end the file and growing it preallocates them.
+    {
+      auto get = get_l2(c * cs, true);
+      auto table = co_await get;
+      if (!table) co_return table.error();
+    }
+    WritePlan plan;
+    plan.first_cluster = c;
+    plan.count = want;
+    if (data_file_ != nullptr) {
+      plan.host = c * cs;
+    } else {
+      uint64_t got = 0;
+      auto alloc = alloc_clusters(want, &got);
+      auto host = co_await alloc;
+      if (!host) co_return host.error();
+      plan.host = *host;
+      plan.count = got;
+    }
+    plan.region_start = c * cs;
+    plan.region_end = (c + plan.count) * cs;
+    const uint64_t chunk_end = plan.host + plan.count * cs;
+    if (chunk_end > data.size()) {
+      auto grow = data.truncate(chunk_end, false, file_mode);
+      auto grown = co_await grow;
+      if (!grown) co_return grown.error().prefixed("Could not preallocate the image file");
+    }
+    auto linking = link(plan);
+    auto linked = co_await linking;
+    if (!linked) co_return linked;
+    c += plan.count;
+  }
+  auto wb = write_back_metadata();
+  co_return co_await wb;
+}
+
 Task<Result<void>> Qcow2Driver::truncate(uint64_t size, bool exact, PreallocMode prealloc) {
   (void)exact;
   CoMutex::Guard guard = co_await lock_.lock();
   if (corrupt_) co_return corrupt_error();
   if (prealloc != PreallocMode::kOff && size < header_.size) {
     co_return fail(EINVAL, "Preallocation can't be used for shrinking an image");
-  }
-  if (prealloc != PreallocMode::kOff) {
-    co_return fail(ENOTSUP, "Preallocation mode '{}' is not supported by qcow2 resize yet",
-                   prealloc_mode_name(prealloc));
   }
   if (header_.nb_snapshots != 0) {
     co_return fail(ENOTSUP, "Can't resize an image which has snapshots");
@@ -300,11 +353,17 @@ Task<Result<void>> Qcow2Driver::truncate(uint64_t size, bool exact, PreallocMode
     auto written = co_await wb;
     if (!written) co_return written;
   }
+  const uint64_t old_size = header_.size;
   const uint64_t per_table = uint64_t{1} << l2_bits_;
   const uint64_t l1_needed = (size + cs * per_table - 1) / (cs * per_table);
   auto grow = grow_l1(l1_needed);
   auto grown = co_await grow;
   if (!grown) co_return grown;
+  if (prealloc != PreallocMode::kOff && size > old_size) {
+    auto pre = preallocate(old_size, size, prealloc);
+    auto done = co_await pre;
+    if (!done) co_return done;
+  }
   uint8_t field[8];
   store_be64(field, size);
   auto write = file_->write(24, 8, IoVec(field, 8));

@@ -202,6 +202,7 @@ class Qcow2Driver final : public Driver {
   Result<void> signal_corruption(std::string what);
   Error corrupt_error() const;
   Task<Result<void>> grow_l1(uint64_t min_size);
+  Task<Result<void>> preallocate(uint64_t from, uint64_t to, PreallocMode mode);
   // Opening a dirty image read-write (lazy refcounts after a crash): rebuilds the refcounts
   // from the mapping, as `check -r all` does (qcow2_check.cpp).
   Task<Result<void>> repair_dirty();
