@@ -36,6 +36,7 @@
 #include "cache.h"
 #include "entries.h"
 #include "layout.h"
+#include "snapshot.h"
 #include "strata/co_mutex.h"
 #include "strata/driver.h"
 #include "strata/iovec.h"
@@ -55,6 +56,7 @@ struct RuntimeOptions {
   bool pass_discard_request = true;
   bool pass_discard_snapshot = true;
   bool pass_discard_other = false;
+  std::optional<std::string> snapshot;  // x-snapshot
   std::optional<uint64_t> cache_size;
   std::optional<uint64_t> l2_cache_size;
   std::optional<uint64_t> refcount_cache_size;
@@ -202,6 +204,9 @@ class Qcow2Driver final : public Driver {
   Result<void> signal_corruption(std::string what);
   Error corrupt_error() const;
   Task<Result<void>> grow_l1(uint64_t min_size);
+  Task<Result<std::vector<Snapshot>>> read_snapshot_table();  // qcow2_info.cpp
+  // x-snapshot: the node shows an internal snapshot (read-only), by id or else by name.
+  Task<Result<void>> load_snapshot(std::string id_or_name);
   Task<Result<void>> preallocate(uint64_t from, uint64_t to, PreallocMode mode);
   // Opening a dirty image read-write (lazy refcounts after a crash): rebuilds the refcounts
   // from the mapping, as `check -r all` does (qcow2_check.cpp).

@@ -43,9 +43,8 @@ ImageFacts Qcow2Driver::image_facts() const {
 
 // Reads the table in steps: snapshot_table_bytes says how much more it needs to see until it
 // knows the table's length (entries have variable length).
-Task<Result<std::vector<SnapshotInfo>>> Qcow2Driver::list_snapshots() {
-  std::vector<SnapshotInfo> out;
-  if (header_.nb_snapshots == 0) co_return out;
+Task<Result<std::vector<Snapshot>>> Qcow2Driver::read_snapshot_table() {
+  if (header_.nb_snapshots == 0) co_return std::vector<Snapshot>{};
   std::vector<uint8_t> table;
   uint64_t want = snapshot_table_bytes(table, header_.nb_snapshots);
   while (want > table.size() && table.size() <= kMaxSnapshotTableBytes) {
@@ -57,7 +56,13 @@ Task<Result<std::vector<SnapshotInfo>>> Qcow2Driver::list_snapshots() {
     if (!r) co_return r.error().prefixed("Failed to read snapshot table");
     want = snapshot_table_bytes(table, header_.nb_snapshots);
   }
-  auto decoded = decode_snapshot_table(table, header_.nb_snapshots, header_.version);
+  co_return decode_snapshot_table(table, header_.nb_snapshots, header_.version);
+}
+
+Task<Result<std::vector<SnapshotInfo>>> Qcow2Driver::list_snapshots() {
+  std::vector<SnapshotInfo> out;
+  auto read = read_snapshot_table();
+  auto decoded = co_await read;
   if (!decoded) co_return decoded.error();
   for (const Snapshot& s : *decoded) {
     SnapshotInfo info;

@@ -32,6 +32,9 @@ Result<RuntimeOptions> parse_runtime_options(OptionReader& r) {
     if (!v) return v.error();
     if (*v) *out = **v;
   }
+  auto snapshot = r.get_string("x-snapshot");
+  if (!snapshot) return snapshot.error();
+  o.snapshot = *snapshot;
   auto cache = r.get_size("cache-size");
   if (!cache) return cache.error();
   o.cache_size = *cache;
@@ -250,8 +253,41 @@ Task<Result<std::unique_ptr<Driver>>> Qcow2Opener::open(OpenContext& ctx) {
     auto repaired = co_await repair;
     if (!repaired) co_return repaired.error().prefixed("Could not repair dirty image");
   }
+  if (options->snapshot) {
+    if (writable) {
+      co_return fail(EINVAL, "x-snapshot can only be used with read-only images (read-only=on)");
+    }
+    auto load = d->load_snapshot(*options->snapshot);
+    auto loaded = co_await load;
+    if (!loaded) co_return loaded.error();
+  }
   d->arm_cache_cleaner();
   co_return std::unique_ptr<Driver>(std::move(d));
+}
+
+// Like QEMU's bdrv_snapshot_load_tmp (qemu-img convert -l): the snapshot's L1 table replaces the
+// active one in memory, and the node shows the disk as it was.
+Task<Result<void>> Qcow2Driver::load_snapshot(std::string id_or_name) {
+  auto read = read_snapshot_table();
+  auto table = co_await read;
+  if (!table) co_return table.error();
+  const Snapshot* found = nullptr;
+  for (const Snapshot& s : *table) {
+    if (s.id == id_or_name) found = &s;
+  }
+  for (const Snapshot& s : *table) {
+    if (found == nullptr && s.name == id_or_name) found = &s;
+  }
+  if (found == nullptr) co_return fail(ENOENT, "Can't find snapshot '{}'", id_or_name);
+  auto valid = validate_table(found->l1_table_offset, found->l1_size, 8, kMaxL1Bytes,
+                              cluster_size(), "L1 table");
+  if (!valid) co_return valid.error().prefixed("Snapshot L1 table");
+  auto read_l1 = read_bytes(*file_, found->l1_table_offset, uint64_t{found->l1_size} * 8);
+  auto l1 = co_await read_l1;
+  if (!l1) co_return l1.error().prefixed("Could not read the snapshot's L1 table");
+  l1_ = decode_table(*l1, found->l1_size);
+  if (found->disk_size) header_.size = *found->disk_size;
+  co_return Result<void>{};
 }
 
 Task<Result<std::unique_ptr<Driver>>> Qcow2Driver::open(OpenContext& ctx) {
