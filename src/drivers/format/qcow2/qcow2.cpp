@@ -81,10 +81,28 @@ Result<void> Qcow2Driver::signal_corruption(std::string what) {
                  "be suppressed\n",
                  what.c_str());
   }
+  const bool first = !corrupt_;
   corrupt_ = true;
   header_.incompatible_features |= incompat::kCorrupt;
-  // The bit goes to disk with the next header write; writes stop now.
+  // Writes stop now; the bit goes to disk at once where the node may write (after whatever
+  // holds the metadata lock, so never in the middle of another header update).
+  if (first && node_->access().storage_read_write) spawn(persist_corrupt_bit());
   return fail(EIO, "qcow2: {}", what);
+}
+
+// close() takes the metadata lock too, so the driver outlives this task.
+Task<void> Qcow2Driver::persist_corrupt_bit() {
+  CoMutex::Guard guard = co_await lock_.lock();
+  auto header = write_header();
+  auto written = co_await header;
+  if (written) {
+    auto sync = file_->flush();
+    written = co_await sync;
+  }
+  if (!written) {
+    std::fprintf(stderr, "qcow2: could not mark image '%s' corrupt: %s\n", node_->name().c_str(),
+                 written.error().message().c_str());
+  }
 }
 
 Task<Result<void>> Qcow2Driver::write_header() {

@@ -202,6 +202,7 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> write_back_metadata();
   Task<Result<void>> mark_clean();
   Result<void> signal_corruption(std::string what);
+  Task<void> persist_corrupt_bit();
   Error corrupt_error() const;
   Task<Result<void>> grow_l1(uint64_t min_size);
   Task<Result<std::vector<Snapshot>>> read_snapshot_table();  // qcow2_info.cpp
@@ -253,6 +254,10 @@ class Qcow2Driver final : public Driver {
   bool needs_repair_ = false;
   std::unique_ptr<asio::steady_timer> clean_timer_;
 };
+
+// A number as C's "%#x" prints it ("0" for zero, "0x1f" otherwise): QEMU's corruption messages
+// use that format.
+inline std::string c_hex(uint64_t v) { return v == 0 ? std::string("0") : fmt::format("{:#x}", v); }
 
 extern const DriverClass kQcow2Class;
 

@@ -32,16 +32,15 @@ Result<void> Qcow2Driver::check_l2_entry(uint64_t entry, uint64_t l2_offset, uin
   if (type == ClusterType::kNormal || type == ClusterType::kZeroAlloc) {
     if ((entry_offset(entry) & (cluster_size() - 1)) != 0) {
       return signal_corruption(
-          fmt::format("Cluster allocation offset {:#x} unaligned (L2 offset: {:#x}, L2 index: "
-                      "{:#x})",
-                      entry_offset(entry), l2_offset, index));
+          fmt::format("Cluster allocation offset {} unaligned (L2 offset: {}, L2 index: {})",
+                      c_hex(entry_offset(entry)), c_hex(l2_offset), c_hex(index)));
     }
   }
   if (type == ClusterType::kCompressed && data_file_ != nullptr) {
     return signal_corruption(
         fmt::format("Compressed cluster entry found in image with external data file (L2 "
-                    "offset: {:#x}, L2 index: {:#x})",
-                    l2_offset, index));
+                    "offset: {}, L2 index: {})",
+                    c_hex(l2_offset), c_hex(index)));
   }
   return {};
 }
@@ -56,7 +55,7 @@ Task<Result<TableRef>> Qcow2Driver::get_l2(uint64_t offset, bool allocate) {
   const uint64_t old_offset = entry_offset(l1_entry);
   if (old_offset != 0 && (old_offset & (cluster_size() - 1)) != 0) {
     auto err = signal_corruption(
-        fmt::format("L2 table offset {:#x} unaligned (L1 index: {:#x})", old_offset, i1));
+        fmt::format("L2 table offset {} unaligned (L1 index: {})", c_hex(old_offset), c_hex(i1)));
     co_return err.error();
   }
   if (old_offset != 0 && (!allocate || (l1_entry & kOflagCopied) != 0)) {
@@ -135,8 +134,9 @@ Task<Result<Extent>> Qcow2Driver::lookup(uint64_t offset, uint64_t bytes) {
   const unsigned sc = static_cast<unsigned>(in_cluster >> sc_bits_);
   const SubclusterType type = classify(entry, bitmap, sc);
   if (type == SubclusterType::kInvalid) {
-    auto err = signal_corruption(fmt::format(
-        "Invalid cluster entry found (L2 offset: {:#x}, L2 index: {:#x})", table->offset(), i));
+    auto err =
+        signal_corruption(fmt::format("Invalid cluster entry found (L2 offset: {}, L2 index: {})",
+                                      c_hex(table->offset()), c_hex(i)));
     co_return err.error();
   }
   Extent e;

@@ -31,8 +31,8 @@ Task<Result<TableRef>> Qcow2Driver::refcount_block_for(uint64_t cluster_index, b
   const uint64_t block_offset = reftable_[rt_index] & kRefcountTableOffsetMask;
   if (block_offset != 0) {
     if ((block_offset & (cluster_size() - 1)) != 0) {
-      auto err = signal_corruption(fmt::format(
-          "Refblock offset {:#x} unaligned (reftable index: {:#x})", block_offset, rt_index));
+      auto err = signal_corruption(fmt::format("Refblock offset {} unaligned (reftable index: {})",
+                                               c_hex(block_offset), c_hex(rt_index)));
       co_return err.error();
     }
     auto get = refblock_cache_.get(block_offset);
