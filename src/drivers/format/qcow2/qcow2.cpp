@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "strata/child.h"
+#include "strata/engine.h"
 #include "strata/node.h"
 #include "strata/options.h"
 
@@ -191,6 +192,7 @@ Task<Result<void>> Qcow2Driver::flush() {
 }
 
 Task<void> Qcow2Driver::close() {
+  closing_ = true;
   CoMutex::Guard guard = co_await lock_.lock();
   if (!began_writing_) co_return;
   auto clean = mark_clean();
@@ -211,6 +213,36 @@ ChildPerms Qcow2Driver::child_perms(const Child& child, ChildRole role, Perm par
     p.perm |= Perm::kWrite | Perm::kResize;
   }
   return p;
+}
+
+void Qcow2Driver::set_perm(Perm perm, Perm) {
+  const NodeOptions& o = node_->options();
+  if (o.auto_read_only && !o.read_only && began_writing_ && !releasing_ &&
+      !has_any(perm, kWritePerms)) {
+    releasing_ = true;
+    spawn(release_write_access());
+  }
+}
+
+// Runs detached; close() takes the metadata lock too, so the driver outlives it.
+Task<void> Qcow2Driver::release_write_access() {
+  CoMutex::Guard guard = co_await lock_.lock();
+  releasing_ = false;
+  // A writer may have come back meanwhile, or the node be going away (close writes back itself).
+  if (closing_ || !began_writing_ || has_any(node_->cumulative_perm(), kWritePerms)) co_return;
+  auto clean = mark_clean();
+  auto cleaned = co_await clean;
+  if (!cleaned) {
+    std::fprintf(stderr, "qcow2: node '%s' keeps write access: %s\n", node_->name().c_str(),
+                 cleaned.error().message().c_str());
+    co_return;
+  }
+  began_writing_ = false;
+  auto refreshed = node_->engine().refresh_perms(*node_);
+  if (!refreshed) {
+    std::fprintf(stderr, "qcow2: node '%s' could not give up write access: %s\n",
+                 node_->name().c_str(), refreshed.error().message().c_str());
+  }
 }
 
 namespace {

@@ -100,6 +100,7 @@ class Qcow2Driver final : public Driver {
 
   ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
                          Perm parent_shared) const override;
+  void set_perm(Perm perm, Perm shared) override;
 
   std::span<const std::string_view> mutable_options() const override;
   Result<void> reopen_prepare(OptionReader& options, const NodeOptions& new_generic) override;
@@ -203,6 +204,9 @@ class Qcow2Driver final : public Driver {
   Task<Result<void>> mark_clean();
   Result<void> signal_corruption(std::string what);
   Task<void> persist_corrupt_bit();
+  // With auto-read-only: once no parent writes, the metadata goes to disk, the image is marked
+  // clean and the node gives up write access to its file (which then goes read-only).
+  Task<void> release_write_access();
   Error corrupt_error() const;
   Task<Result<void>> grow_l1(uint64_t min_size);
   Task<Result<std::vector<Snapshot>>> read_snapshot_table();  // qcow2_info.cpp
@@ -253,6 +257,8 @@ class Qcow2Driver final : public Driver {
   // has write access to its file.
   bool needs_repair_ = false;
   std::unique_ptr<asio::steady_timer> clean_timer_;
+  bool closing_ = false;
+  bool releasing_ = false;  // a release_write_access() is pending
 };
 
 // A number as C's "%#x" prints it ("0" for zero, "0x1f" otherwise): QEMU's corruption messages
