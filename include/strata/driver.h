@@ -98,6 +98,10 @@ enum class BlockStatusFlags : uint32_t {
   kRaw = 0x8,          // ask `file` at `map` instead: this layer only passes through
   kAllocated = 0x10,   // set by the core: this layer decides the content (no backing fall-through)
   kEof = 0x20,         // set by the core: the range reaches the end of the node
+  // From a format driver with kData|kOffsetValid: the core asks `file` at `map` whether the
+  // range reads as zeroes and adds kZero if so (QEMU's BDRV_BLOCK_RECURSE, for images whose data
+  // clusters were preallocated as holes). The core removes the flag from its answer.
+  kRecurse = 0x40,
 };
 constexpr BlockStatusFlags operator|(BlockStatusFlags a, BlockStatusFlags b) {
   return static_cast<BlockStatusFlags>(static_cast<uint32_t>(a) | static_cast<uint32_t>(b));

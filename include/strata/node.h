@@ -212,6 +212,7 @@ class Node final : public Parent {
   Task<Result<void>> write_zero_buffer(uint64_t offset, uint64_t bytes, ReqFlags flags);
   Task<Result<void>> discard_aligned(uint64_t offset, uint64_t bytes);
   Task<Result<BlockStatus>> layer_status(uint64_t offset, uint64_t bytes);
+  Task<BlockStatus> zero_from_file(BlockStatus st);
 
   Engine* engine_;
   NodeOptions options_;

@@ -558,10 +558,38 @@ Task<Result<BlockStatus>> Node::block_status(uint64_t offset, uint64_t bytes) {
     auto inner = co_await inner_task;
     if (!inner) co_return inner;
     st = *inner;
+  } else if (has_flag(st.flags, BlockStatusFlags::kRecurse)) {
+    auto recursed = zero_from_file(st);
+    st = co_await recursed;
   }
   st.flags =
       st.flags & static_cast<BlockStatusFlags>(~static_cast<uint32_t>(BlockStatusFlags::kEof));
   if (offset + st.bytes == size) st.flags = st.flags | BlockStatusFlags::kEof;
+  co_return st;
+}
+
+// kRecurse: the file below may know that mapped data reads as zeroes (a hole). Only extra
+// information, so errors are ignored, as QEMU does.
+Task<BlockStatus> Node::zero_from_file(BlockStatus st) {
+  using F = BlockStatusFlags;
+  st.flags = st.flags & static_cast<F>(~static_cast<uint32_t>(F::kRecurse));
+  if (!has_flag(st.flags, F::kData) || has_flag(st.flags, F::kZero) ||
+      !has_flag(st.flags, F::kOffsetValid) || st.file == nullptr || st.file == this) {
+    co_return st;
+  }
+  if (st.map >= st.file->size()) {
+    st.flags = st.flags | F::kZero;  // past the file's end: reads as zeroes
+    co_return st;
+  }
+  auto task = st.file->block_status(st.map, st.bytes);
+  auto inner = co_await task;
+  if (!inner) co_return st;
+  if (has_flag(inner->flags, F::kEof) && has_flag(inner->flags, F::kZero)) {
+    st.flags = st.flags | F::kZero;
+  } else {
+    st.bytes = std::min(st.bytes, inner->bytes);
+    if (has_flag(inner->flags, F::kZero)) st.flags = st.flags | F::kZero;
+  }
   co_return st;
 }
 

@@ -68,6 +68,9 @@ def build_images(d):
         ("zstd.qcow2", 8 * MiB, "compression_type=zstd"),
         ("lazy.qcow2", 8 * MiB, "lazy_refcounts=on,refcount_bits=1"),
         ("r64.qcow2", 8 * MiB, "refcount_bits=64,cluster_size=16k"),
+        # Metadata preallocation: data clusters are holes in the file, which qemu-img map
+        # finds by asking the file (QEMU's metadata-preallocation heuristic).
+        ("prealloc.qcow2", 8 * MiB, "preallocation=metadata"),
     ]:
         create(d, name, size, opts)
         qemu_io(d, "qcow2", name, "write -P 5 0 3k", "write -P 6 96k 8k", "write -z 1M 128k")

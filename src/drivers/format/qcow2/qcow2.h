@@ -194,6 +194,7 @@ class Qcow2Driver final : public Driver {
   Task<void> wait_for_allocations(uint64_t first_cluster, uint64_t end_cluster);
   Allocation* overlapping_allocation(uint64_t first_cluster, uint64_t end_cluster) const;
   Task<Result<bool>> reads_zero(uint64_t offset, uint64_t bytes);
+  Task<Result<bool>> detect_metadata_preallocation();
 
   // ---- header and state (qcow2.cpp) ----
   // Before the first metadata write: clears autoclear bits Strata does not keep, sets the dirty
@@ -258,7 +259,8 @@ class Qcow2Driver final : public Driver {
   bool needs_repair_ = false;
   std::unique_ptr<asio::steady_timer> clean_timer_;
   bool closing_ = false;
-  bool releasing_ = false;  // a release_write_access() is pending
+  std::optional<bool> metadata_preallocation_;  // detected on the first block status
+  bool releasing_ = false;                      // a release_write_access() is pending
 };
 
 // A number as C's "%#x" prints it ("0" for zero, "0x1f" otherwise): QEMU's corruption messages

@@ -1,5 +1,7 @@
 // qcow2 guest I/O: reads, writes with allocation and copy-on-write, write-zeroes, discard,
 // block status.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -674,10 +676,38 @@ Task<Result<void>> Qcow2Driver::pdiscard(uint64_t offset, uint64_t bytes) {
 
 // ---- block status ----
 
+// QEMU's qcow2_detect_metadata_preallocation: the image was preallocated with metadata only when
+// clearly more clusters are in use by the refcounts than the file system holds for the file
+// (threshold: a ninth more, at least two). Then its data clusters may be holes in the file, and
+// block status asks the file (kRecurse).
+Task<Result<bool>> Qcow2Driver::detect_metadata_preallocation() {
+  const std::string path = file_->node().filename();
+  struct stat st {};
+  if (path.empty() || ::stat(path.c_str(), &st) != 0) co_return false;
+  const uint64_t cs = cluster_size();
+  const uint64_t real_clusters = static_cast<uint64_t>(st.st_blocks) * 512 / cs;
+  const uint64_t threshold = std::max(real_clusters * 10 / 9, real_clusters + 2);
+  const uint64_t end = (file_->size() + cs - 1) / cs;
+  uint64_t count = 0;
+  for (uint64_t c = 0; c < end && count < threshold; ++c) {
+    auto rc = refcount(c);
+    auto value = co_await rc;
+    if (!value) co_return value.error();
+    if (*value != 0) ++count;
+  }
+  co_return count >= threshold;
+}
+
 Task<Result<BlockStatus>> Qcow2Driver::block_status(uint64_t offset, uint64_t bytes) {
   Extent e;
   {
     CoMutex::Guard guard = co_await lock_.lock();
+    if (!metadata_preallocation_) {
+      auto detect = detect_metadata_preallocation();
+      auto detected = co_await detect;
+      if (!detected) co_return detected.error();
+      metadata_preallocation_ = *detected;
+    }
     auto find = lookup(offset, bytes);
     auto found = co_await find;
     if (!found) co_return found.error();
@@ -689,6 +719,7 @@ Task<Result<BlockStatus>> Qcow2Driver::block_status(uint64_t offset, uint64_t by
   switch (e.type) {
     case SubclusterType::kNormal:
       st.flags = F::kData | F::kOffsetValid;
+      if (*metadata_preallocation_) st.flags = st.flags | F::kRecurse;
       st.map = e.host;
       st.file = &data_child().node();
       break;
