@@ -255,32 +255,10 @@ constexpr std::string_view kMutable[] = {
 std::span<const std::string_view> Qcow2Driver::mutable_options() const { return kMutable; }
 
 Result<void> Qcow2Driver::reopen_prepare(OptionReader& options, const NodeOptions& new_generic) {
-  RuntimeOptions o;
-  auto lazy = options.get_bool("lazy-refcounts");
-  if (!lazy) return lazy.error();
-  o.lazy_refcounts = *lazy;
-  const std::pair<const char*, bool*> bools[] = {
-      {"pass-discard-request", &o.pass_discard_request},
-      {"pass-discard-snapshot", &o.pass_discard_snapshot},
-      {"pass-discard-other", &o.pass_discard_other},
-  };
-  for (auto [name, out] : bools) {
-    auto v = options.get_bool(name);
-    if (!v) return v.error();
-    if (*v) *out = **v;
-  }
-  auto cache = options.get_size("cache-size");
-  if (!cache) return cache.error();
-  o.cache_size = *cache;
-  auto l2 = options.get_size("l2-cache-size");
-  if (!l2) return l2.error();
-  o.l2_cache_size = *l2;
-  auto rc = options.get_size("refcount-cache-size");
-  if (!rc) return rc.error();
-  o.refcount_cache_size = *rc;
-  auto interval = options.get_uint("cache-clean-interval");
-  if (!interval) return interval.error();
-  if (*interval) o.cache_clean_interval = **interval;
+  auto parsed = parse_runtime_options(options);
+  if (!parsed) return parsed.error();
+  RuntimeOptions o = *parsed;
+  o.snapshot = options_.snapshot;  // immutable: the core has checked it is unchanged
   if (o.lazy_refcounts.value_or(false) && header_.version < 3) {
     return fail(EINVAL,
                 "Lazy refcounts require a qcow2 image with at least qemu 1.1 "
@@ -300,17 +278,8 @@ void Qcow2Driver::reopen_commit() {
   options_ = *staged_options_;
   staged_options_.reset();
   if (options_.lazy_refcounts) lazy_refcounts_ = *options_.lazy_refcounts;
-  const uint64_t cs = cluster_size();
-  const uint64_t per_table = cs / (extended_ ? 16 : 8);
-  uint64_t l2_bytes = ((header_.size + cs * per_table - 1) / (cs * per_table)) * cs;
-  if (options_.l2_cache_size)
-    l2_bytes = *options_.l2_cache_size;
-  else if (options_.cache_size)
-    l2_bytes = *options_.cache_size * 4 / 5;
-  l2_cache_.set_capacity(static_cast<size_t>(std::min<uint64_t>(l2_bytes, 32ull << 20) / cs));
-  uint64_t rc_bytes = std::max<uint64_t>(4 * cs, 256 << 10);
-  if (options_.refcount_cache_size) rc_bytes = *options_.refcount_cache_size;
-  refblock_cache_.set_capacity(static_cast<size_t>(rc_bytes / cs));
+  l2_cache_.set_capacity(default_l2_tables(header_, options_));
+  refblock_cache_.set_capacity(default_refcount_blocks(header_, options_));
   if (node_->is_read_only()) began_writing_ = false;
   arm_cache_cleaner();
 }

@@ -63,6 +63,14 @@ struct RuntimeOptions {
   uint64_t cache_clean_interval = 600;  // seconds; 0 = never
 };
 
+// Reads the runtime options (at open and at reopen), with the option texts' errors.
+Result<RuntimeOptions> parse_runtime_options(OptionReader& r);
+struct Header;
+// How many tables each cache keeps: QEMU's defaults (an L2 cache mapping the whole disk, at most
+// 32 MiB; a refcount cache of 4 clusters or 256 KiB) unless the options say otherwise.
+size_t default_l2_tables(const Header& h, const RuntimeOptions& o);
+size_t default_refcount_blocks(const Header& h, const RuntimeOptions& o);
+
 // Why clusters are freed: decides whether the freed range is discarded in the file.
 enum class DiscardType { kNever, kRequest, kSnapshot, kOther };
 

@@ -17,39 +17,6 @@
 namespace strata::qcow2 {
 namespace {
 
-Result<RuntimeOptions> parse_runtime_options(OptionReader& r) {
-  RuntimeOptions o;
-  auto lazy = r.get_bool("lazy-refcounts");
-  if (!lazy) return lazy.error();
-  o.lazy_refcounts = *lazy;
-  const std::pair<const char*, bool*> bools[] = {
-      {"pass-discard-request", &o.pass_discard_request},
-      {"pass-discard-snapshot", &o.pass_discard_snapshot},
-      {"pass-discard-other", &o.pass_discard_other},
-  };
-  for (auto [name, out] : bools) {
-    auto v = r.get_bool(name);
-    if (!v) return v.error();
-    if (*v) *out = **v;
-  }
-  auto snapshot = r.get_string("x-snapshot");
-  if (!snapshot) return snapshot.error();
-  o.snapshot = *snapshot;
-  auto cache = r.get_size("cache-size");
-  if (!cache) return cache.error();
-  o.cache_size = *cache;
-  auto l2 = r.get_size("l2-cache-size");
-  if (!l2) return l2.error();
-  o.l2_cache_size = *l2;
-  auto rc = r.get_size("refcount-cache-size");
-  if (!rc) return rc.error();
-  o.refcount_cache_size = *rc;
-  auto interval = r.get_uint("cache-clean-interval");
-  if (!interval) return interval.error();
-  if (*interval) o.cache_clean_interval = **interval;
-  return o;
-}
-
 // Reads `bytes` bytes at `offset` of the image file (zeroes past its end).
 Task<Result<std::vector<uint8_t>>> read_bytes(Child& file, uint64_t offset, uint64_t bytes) {
   std::vector<uint8_t> buf(bytes);
@@ -98,6 +65,41 @@ std::string probe_format(const std::string& path) {
   return "raw";
 }
 
+}  // namespace
+
+Result<RuntimeOptions> parse_runtime_options(OptionReader& r) {
+  RuntimeOptions o;
+  auto lazy = r.get_bool("lazy-refcounts");
+  if (!lazy) return lazy.error();
+  o.lazy_refcounts = *lazy;
+  const std::pair<const char*, bool*> bools[] = {
+      {"pass-discard-request", &o.pass_discard_request},
+      {"pass-discard-snapshot", &o.pass_discard_snapshot},
+      {"pass-discard-other", &o.pass_discard_other},
+  };
+  for (auto [name, out] : bools) {
+    auto v = r.get_bool(name);
+    if (!v) return v.error();
+    if (*v) *out = **v;
+  }
+  auto snapshot = r.get_string("x-snapshot");
+  if (!snapshot) return snapshot.error();
+  o.snapshot = *snapshot;
+  auto cache = r.get_size("cache-size");
+  if (!cache) return cache.error();
+  o.cache_size = *cache;
+  auto l2 = r.get_size("l2-cache-size");
+  if (!l2) return l2.error();
+  o.l2_cache_size = *l2;
+  auto rc = r.get_size("refcount-cache-size");
+  if (!rc) return rc.error();
+  o.refcount_cache_size = *rc;
+  auto interval = r.get_uint("cache-clean-interval");
+  if (!interval) return interval.error();
+  if (*interval) o.cache_clean_interval = **interval;
+  return o;
+}
+
 // The L2 cache QEMU gives by default: enough to map the whole disk, at most 32 MiB.
 size_t default_l2_tables(const Header& h, const RuntimeOptions& o) {
   const uint64_t cs = h.cluster_size();
@@ -119,8 +121,6 @@ size_t default_refcount_blocks(const Header& h, const RuntimeOptions& o) {
   if (o.refcount_cache_size) bytes = *o.refcount_cache_size;
   return std::max<size_t>(static_cast<size_t>(bytes / cs), 2);
 }
-
-}  // namespace
 
 // Friend of Qcow2Driver: the steps of open that need its private state.
 class Qcow2Opener {
