@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 build_deps=(
   build-essential cmake ninja-build pkg-config clang
   libasio-dev liburing-dev nlohmann-json3-dev libfmt-dev libcli11-dev libexpected-dev
-  zlib1g-dev libzstd-dev libgnutls28-dev libgtest-dev libgmock-dev libbenchmark-dev
+  zlib1g-dev libzstd-dev libgnutls28-dev libgtest-dev libgmock-dev libbenchmark-dev libreadline-dev
 )
 # The reference tools the interop tests and benchmarks run against.
 interop_deps=(qemu-utils nbdkit libnbd-bin fio python3 graphviz)
