@@ -88,6 +88,19 @@ class Engine {
   // their read-only was set explicitly. The node is looked up by name when the task runs.
   Task<Result<void>> set_read_only(Node& node, bool read_only);
 
+  // Graph edits for jobs (src/core/graph_edit.cpp). Each is one permission transaction: on
+  // error nothing changed.
+  //
+  // QEMU's bdrv_replace_node: moves the parent edges of `from` to `to`. An edge stays where it
+  // is when `keep` says so (a job's own edges, the edge of a filter being put above `from`) or
+  // when moving it would make a cycle (the edge from `to`'s own chain down to `from`). A frozen
+  // edge refuses: "Cannot change '<edge>' link to '<from>'".
+  Result<void> replace_node(Node& from, Node& to,
+                            const std::function<bool(const Child&)>& keep = {});
+  // Points one edge at another node (QEMU's bdrv_replace_child). Errors: the frozen text as
+  // above, "Making '<to>' a <edge> child of '<parent>' would create a cycle", conflicts.
+  Result<void> replace_child(Child& edge, Node& to);
+
   // Called after a permission transaction commits, once for each node whose storage switched
   // between read-only and read-write (Driver::storage_read_write), in graph order. A listener
   // must not change the graph.
