@@ -207,6 +207,11 @@ class Driver {
   virtual std::string specific_info_json() const { return {}; }
   // Cluster size, dirty flag and recorded backing file for `info`. Default: none of them.
   virtual ImageFacts image_facts() const { return {}; }
+  // Records a new backing file name and format in the image (QEMU's bdrv_change_backing_file),
+  // as commit and stream do when they change a node's backing chain; an empty name removes the
+  // backing file. The caller holds WRITE on the node's storage. Default: ENOTSUP.
+  virtual Task<Result<void>> change_backing_file(std::string backing_file,
+                                                 std::string backing_format);
   // The image's internal snapshots, in table order (reads the snapshot table). Default: none.
   virtual Task<Result<std::vector<SnapshotInfo>>> list_snapshots() {
     co_return std::vector<SnapshotInfo>{};

@@ -88,6 +88,12 @@ class Engine {
   // their read-only was set explicitly. The node is looked up by name when the task runs.
   Task<Result<void>> set_read_only(Node& node, bool read_only);
 
+  // Opens a node of a driver class that is not in the registry, so blockdev-add cannot name it:
+  // the filters jobs insert (commit_top). `options` are BlockdevOptions in JSON syntax whose
+  // "driver" is cls.name. The node does not belong to the monitor: it is closed when its last
+  // parent lets go (so the caller attaches it at once).
+  Task<Result<Node*>> add_internal_node(const DriverClass& cls, nlohmann::json options);
+
   // Graph edits for jobs (src/core/graph_edit.cpp). Each is one permission transaction: on
   // error nothing changed.
   //
@@ -131,6 +137,8 @@ class Engine {
   // The reopen transaction (src/core/reopen.cpp) edits edges and closes what it detached.
   friend class ReopenTransaction;
 
+  Task<Result<Node*>> open_node_of(nlohmann::json options, OptionSyntax syntax, Node* parent,
+                                   ChildRole role, std::string prefix, const DriverClass* internal);
   Task<void> close_node(Node* node);
   Task<void> close_detached(Node* node);
   Task<void> close_all();

@@ -62,6 +62,10 @@ Task<Result<CheckResult>> Driver::check(CheckFix) {
   co_return fail(ENOTSUP, "This image format does not support checks");
 }
 
+Task<Result<void>> Driver::change_backing_file(std::string, std::string) {
+  co_return fail(ENOTSUP, "This image format does not support changing the backing file");
+}
+
 Result<void> Driver::check_perm(Perm, Perm) { return {}; }
 void Driver::set_perm(Perm, Perm) {}
 void Driver::abort_perm_update() {}

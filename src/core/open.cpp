@@ -167,8 +167,8 @@ Task<Result<Child*>> NodeOpenContext::open_inline(const nlohmann::json& options,
 Task<Result<Child*>> NodeOpenContext::open_implicit_child(std::string name, ChildRole role,
                                                           nlohmann::json options) {
   std::string prefix = name + ".";
-  auto task = engine_.open_node(std::move(options), OptionSyntax::kJson, &node_, role,
-                                std::move(prefix));
+  auto task =
+      engine_.open_node(std::move(options), OptionSyntax::kJson, &node_, role, std::move(prefix));
   auto child = co_await task;
   if (!child) co_return child.error();
   auto edge = engine_.attach_child(node_, **child, std::move(name), role);
@@ -183,6 +183,16 @@ Task<Result<Child*>> NodeOpenContext::open_implicit_child(std::string name, Chil
 
 Task<Result<Node*>> Engine::open_node(nlohmann::json options, OptionSyntax syntax, Node* parent,
                                       ChildRole role, std::string prefix) {
+  return open_node_of(std::move(options), syntax, parent, role, std::move(prefix), nullptr);
+}
+
+Task<Result<Node*>> Engine::add_internal_node(const DriverClass& cls, nlohmann::json options) {
+  return open_node_of(std::move(options), OptionSyntax::kJson, nullptr, ChildRole::kNone, "", &cls);
+}
+
+Task<Result<Node*>> Engine::open_node_of(nlohmann::json options, OptionSyntax syntax, Node* parent,
+                                         ChildRole role, std::string prefix,
+                                         const DriverClass* internal) {
   // No conditional expressions with class temporaries in coroutines: GCC 12 miscompiles them.
   std::string what = "options";
   if (!prefix.empty()) what = prefix.substr(0, prefix.size() - 1);
@@ -192,6 +202,7 @@ Task<Result<Node*>> Engine::open_node(nlohmann::json options, OptionSyntax synta
   auto generic = open_generic(reader, parent, role);
   if (!generic) co_return generic.error();
   const DriverClass* driver_class = find_driver(generic->options.driver);
+  if (internal != nullptr && internal->name == generic->options.driver) driver_class = internal;
   if (driver_class == nullptr) {
     // QEMU's enum visitor names the member alone, without the path.
     co_return fail(EINVAL, "Parameter 'driver' does not accept value '{}'",

@@ -118,6 +118,35 @@ Task<Result<void>> Qcow2Driver::write_header() {
   co_return Result<void>{};
 }
 
+// QEMU's qcow2_change_backing_file: the name and format go into the header, which must still
+// fit in the first cluster. A raw external data file holds the whole guest content, so it cannot
+// sit over a backing file.
+Task<Result<void>> Qcow2Driver::change_backing_file(std::string backing_file,
+                                                    std::string backing_format) {
+  if (!backing_file.empty() && (header_.autoclear_features & autoclear::kDataFileRaw) != 0) {
+    co_return fail(EINVAL, "Cannot give a backing file to an image with a raw external data file");
+  }
+  CoMutex::Guard guard = co_await lock_.lock();
+  Header old = header_;
+  header_.backing_file = std::move(backing_file);
+  if (header_.backing_file.empty() || backing_format.empty()) {
+    header_.backing_format.reset();
+  } else {
+    header_.backing_format = std::move(backing_format);
+  }
+  auto write = write_header();
+  auto written = co_await write;
+  if (written) {
+    auto sync = file_->flush();
+    written = co_await sync;
+  }
+  if (!written) {
+    header_ = std::move(old);
+    co_return written.error().prefixed("Could not update the backing file name");
+  }
+  co_return Result<void>{};
+}
+
 // QEMU clears unknown autoclear bits and the bitmaps bit on the first write: Strata does not
 // keep bitmaps consistent, so a reader must not trust them afterwards. With lazy refcounts the
 // dirty bit goes on before the first write whose refcounts may not reach the disk.

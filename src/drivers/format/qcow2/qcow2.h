@@ -105,6 +105,8 @@ class Qcow2Driver final : public Driver {
   std::string specific_info_json() const override;                    // qcow2_info.cpp
   ImageFacts image_facts() const override;                            // qcow2_info.cpp
   Task<Result<std::vector<SnapshotInfo>>> list_snapshots() override;  // qcow2_info.cpp
+  Task<Result<void>> change_backing_file(std::string backing_file,
+                                         std::string backing_format) override;
 
   ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
                          Perm parent_shared) const override;
