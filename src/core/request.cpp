@@ -516,9 +516,12 @@ Task<Result<void>> Node::discard_aligned(uint64_t offset, uint64_t bytes) {
 
 Task<Result<void>> Node::flush() {
   RequestTracker tracker(*this, 0, 0, false, false);
-  // cache.no-flush skips this node's own flush only; each child decides by its own option
-  // (an inline child inherits no-flush, a referenced one does not).
-  if (!options_.cache_no_flush) {
+  // cache.no-flush skips only what reaches the disk: a protocol node's own flush (QEMU's
+  // flush_to_disk). A format or filter node still writes what it caches (qcow2's metadata) to
+  // the node below, as QEMU's flush_to_os does even with no-flush, or a later reopen to
+  // read-only or a close would find it unwritten. Each child decides by its own option (an
+  // inline child inherits no-flush, a referenced one does not).
+  if (!options_.cache_no_flush || class_->kind != DriverKind::kProtocol) {
     auto task = driver_->flush();
     auto r = co_await task;
     if (!r) co_return r;

@@ -13,6 +13,7 @@ std::span<const DriverClass* const> builtin_drivers() {
       &drivers::kMemory,
       &drivers::kRaw,
       &qcow2::kQcow2Class,
+      &drivers::kFaultInject,
   };
   return kAll;
 }

@@ -149,8 +149,8 @@ void TestDisk::reopen_abort() {
   pending_tag_.reset();
 }
 
-void TestDisk::check(const char* op, uint64_t offset, uint64_t bytes, const IoVec* iov,
-                     bool grows) {
+void TestDisk::check_request(const char* op, uint64_t offset, uint64_t bytes, const IoVec* iov,
+                             bool grows) {
   uint64_t align = std::max<uint32_t>(lim.request_alignment, 1);
   if (offset % align != 0 || bytes % align != 0) {
     violations.push_back(fmt::format("{} {}+{} not aligned to {}", op, offset, bytes, align));
@@ -205,7 +205,7 @@ std::vector<Call> TestDisk::calls_of(std::string_view op) const {
 
 Task<Result<void>> TestDisk::preadv(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) {
   calls.push_back({"read", offset, bytes, flags});
-  check("read", offset, bytes, &iov, false);
+  check_request("read", offset, bytes, &iov, false);
   Gate gate{&gated_, gate_closed};
   co_await gate;
   auto y = maybe_yield();
@@ -218,7 +218,7 @@ Task<Result<void>> TestDisk::preadv(uint64_t offset, uint64_t bytes, IoVec iov, 
 
 Task<Result<void>> TestDisk::pwritev(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) {
   calls.push_back({"write", offset, bytes, flags});
-  check("write", offset, bytes, &iov, true);
+  check_request("write", offset, bytes, &iov, true);
   ++writes_in_flight_;
   max_in_flight_writes = std::max(max_in_flight_writes, writes_in_flight_);
   auto y = maybe_yield();
@@ -231,7 +231,7 @@ Task<Result<void>> TestDisk::pwritev(uint64_t offset, uint64_t bytes, IoVec iov,
 
 Task<Result<void>> TestDisk::pwrite_zeroes(uint64_t offset, uint64_t bytes, ReqFlags flags) {
   calls.push_back({"zeroes", offset, bytes, flags});
-  check("zeroes", offset, bytes, nullptr, true);
+  check_request("zeroes", offset, bytes, nullptr, true);
   if (lim.max_pwrite_zeroes != 0 && bytes > lim.max_pwrite_zeroes) {
     violations.push_back(fmt::format("zeroes {} bytes over max_pwrite_zeroes", bytes));
   }
@@ -243,7 +243,7 @@ Task<Result<void>> TestDisk::pwrite_zeroes(uint64_t offset, uint64_t bytes, ReqF
 
 Task<Result<void>> TestDisk::pdiscard(uint64_t offset, uint64_t bytes) {
   calls.push_back({"discard", offset, bytes, ReqFlags::kNone});
-  check("discard", offset, bytes, nullptr, false);
+  check_request("discard", offset, bytes, nullptr, false);
   if (discard_errno != 0) co_return fail(discard_errno, "test-disk: no discard");
   std::memset(data.data() + offset, 0, bytes);
   co_return Result<void>{};

@@ -126,7 +126,7 @@ class TestDisk final : public RecordingDriver {
   int refuse_write_access = 0;
 
  private:
-  void check(const char* op, uint64_t offset, uint64_t bytes, const IoVec* iov, bool grows);
+  void check_request(const char* op, uint64_t offset, uint64_t bytes, const IoVec* iov, bool grows);
   Task<void> maybe_yield();
 
   EventLoop& loop_;

@@ -15,13 +15,15 @@ TEST(BuiltinDrivers, ListsEachDriverOnce) {
     ASSERT_NE(cls->open, nullptr) << cls->name;
     names.emplace_back(cls->name);
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"file", "null-co", "memory", "raw", "qcow2"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"file", "null-co", "memory", "raw", "qcow2",
+                                             "fault-inject"}));
 }
 
 TEST(BuiltinDrivers, Kinds) {
   for (const DriverClass* cls : builtin_drivers()) {
     DriverKind want =
         (cls->name == "raw" || cls->name == "qcow2") ? DriverKind::kFormat : DriverKind::kProtocol;
+    if (cls->name == "fault-inject") want = DriverKind::kFilter;
     EXPECT_EQ(cls->kind, want) << cls->name;
   }
 }
