@@ -23,6 +23,9 @@
 // Threading: every member is called on the node's event loop thread.
 #pragma once
 
+#include <array>
+#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -31,6 +34,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "strata/iovec.h"
@@ -212,6 +216,14 @@ class Driver {
   // backing file. The caller holds WRITE on the node's storage. Default: ENOTSUP.
   virtual Task<Result<void>> change_backing_file(std::string backing_file,
                                                  std::string backing_format);
+  // Deallocates every cluster of the image, so that it reads as its backing file again (QEMU's
+  // bdrv_make_empty; `qemu-img commit` empties the committed image). The caller holds WRITE on
+  // the node. Internal snapshots keep their data. Default: ENOTSUP with QEMU's text ("<format>
+  // does not support emptying nodes"; the driver does not know its format name, so it says
+  // "This driver"); callers such as qemu-img commit take ENOTSUP as "nothing to do".
+  virtual Task<Result<void>> make_empty() {
+    co_return fail(ENOTSUP, "This driver does not support emptying nodes");
+  }
   // The image's internal snapshots, in table order (reads the snapshot table). Default: none.
   virtual Task<Result<std::vector<SnapshotInfo>>> list_snapshots() {
     co_return std::vector<SnapshotInfo>{};
@@ -270,6 +282,49 @@ ChildPerms default_child_perms(ChildRole role, Perm parent_perm, Perm parent_sha
 
 enum class DriverKind { kProtocol, kFormat, kFilter };
 
+// ---- Driver options ----
+//
+// A driver declares the options its open function reads (QEMU's BlockdevOptions<Driver>
+// members), once, next to that function. The core checks a blockdev-add's whole option tree
+// against these declarations before anything opens (Engine::check_options: types, enum values,
+// unknown keys, recursively into inline children), and query-qmp-schema describes the drivers
+// from them, so an option exists for users exactly when its driver declares it. The driver
+// still reads its values (and their ranges) itself at open.
+
+// How an option's value is read; the OptionReader accessor or QAPI type it stands for.
+enum class OptionType {
+  kString,             // get_string
+  kBool,               // get_bool
+  kUint,               // get_uint
+  kSize,               // get_size (keyval text may carry a k/M/G/... suffix)
+  kEnum,               // get_enum: a string out of DriverOption::values
+  kIntOrString,        // an integer or a string (fault-inject's errno); the driver checks it
+  kBlockdevRef,        // a child: a node-name, or inline BlockdevOptions
+  kBlockdevRefOrNull,  // the same, or null for "no child" (qcow2's backing)
+};
+
+struct DriverOption {
+  std::string_view name;  // the wire name: "filename", "l2-cache-size"
+  OptionType type;
+  // Whether open fails without it (query-qmp-schema lists the others as optional). The open
+  // function reports a missing one ("Parameter 'x' is missing"); the pre-open check does not.
+  bool required = false;
+  std::span<const std::string_view> values = {};  // kEnum: the accepted values
+  // kEnum: the QAPI enum type's name that query-qmp-schema shows (QEMU's, where QEMU has the
+  // enum: "BlockdevAioOptions", "OnOffAuto").
+  std::string_view enum_type = {};
+};
+
+// The wire names of a driver's enum table (the pairs get_enum takes), for DriverOption::values,
+// so the declared values and the values open accepts are one list.
+template <class E, size_t N>
+constexpr std::array<std::string_view, N> option_value_names(
+    const std::array<std::pair<std::string_view, E>, N>& values) {
+  std::array<std::string_view, N> names{};
+  for (size_t i = 0; i < N; ++i) names[i] = values[i].first;
+  return names;
+}
+
 // A kind of driver. Listed once, in src/drivers/builtin.cpp.
 struct DriverClass {
   std::string_view name;  // the `driver` option: "file", "raw", "qcow2", ...
@@ -281,6 +336,10 @@ struct DriverClass {
   // (formats with backing files, such as qcow2). Filters and nodes that already have one need
   // not set it.
   bool supports_backing = false;
+  // The driver's own options, children included (see DriverOption). Unset (the tests'
+  // drivers): only the generic options are checked before open, and whatever the driver did
+  // not read is refused after it opened.
+  std::optional<std::span<const DriverOption>> options = std::nullopt;
 };
 
 // ---- Image creation (qemu-img create) ----

@@ -57,6 +57,14 @@ class Engine {
   // gets an automatic one ("#block<N>"). On failure nothing is left behind.
   Task<Result<Node*>> add_node(nlohmann::json options, OptionSyntax syntax = OptionSyntax::kJson);
 
+  // The checks QEMU's QAPI visitor makes on BlockdevOptions before anything opens: the generic
+  // options' types, `driver` present and known, and for drivers that declare their options each
+  // driver option's type and any unknown key ("Parameter 'file.bogus' is unexpected"), recursively
+  // into inline children. `prefix` names the object in messages ("options[0]."). add_node runs
+  // it first; blockdev-reopen's entries are BlockdevOptions too.
+  Result<void> check_options(const nlohmann::json& options, OptionSyntax syntax,
+                             std::string prefix = {}) const;
+
   // blockdev-del: "Node %s is in use" / "Block device %s is in use" /
   // "Failed to find node with node-name='%s'".
   Task<Result<void>> delete_node(std::string name);
@@ -87,6 +95,10 @@ class Engine {
   // read-write users" while a parent holds WRITE; the node's inline children follow it unless
   // their read-only was set explicitly. The node is looked up by name when the task runs.
   Task<Result<void>> set_read_only(Node& node, bool read_only);
+
+  // Detaches a user, as destroying it does, but waits until a node that nothing holds any more
+  // has closed (a job dropping the filter only its own handle held).
+  Task<void> close_backend(std::unique_ptr<BlockBackend> backend);
 
   // Opens a node of a driver class that is not in the registry, so blockdev-add cannot name it:
   // the filters jobs insert (commit_top). `options` are BlockdevOptions in JSON syntax whose
@@ -125,6 +137,8 @@ class Engine {
   Result<void> refresh_perms(Node& node);
   // Closes `node` if nothing holds it any more: no parent edges and not owned by the monitor.
   Task<void> release_node(Node* node);
+  // Every attached user, in attach order (x-debug-query-block-graph).
+  std::span<BlockBackend* const> backends() const { return backends_; }
   // The attached user called `name` (never matches ""), or nullptr.
   BlockBackend* find_backend(std::string_view name) const;
   // Removes a user's root edge (BlockBackend's destructor). A node nothing holds afterwards is

@@ -10,8 +10,10 @@ namespace strata {
 namespace {
 
 // A write that ends past the node's end grows it, which takes RESIZE as well as WRITE.
+// WRITE_UNCHANGED is enough for writes that leave the guest-visible data as it was (copy-on-read
+// filling a node from its backing chain).
 [[maybe_unused]] bool may_write(const Child& c, uint64_t offset, uint64_t bytes) {
-  if (!has_any(c.perm(), Perm::kWrite)) return false;
+  if (!has_any(c.perm(), Perm::kWrite | Perm::kWriteUnchanged)) return false;
   return offset + bytes <= c.node().size() || has_any(c.perm(), Perm::kResize);
 }
 

@@ -141,6 +141,17 @@ void Engine::detach_backend(BlockBackend& backend) {
   spawn(close_detached(orphan));
 }
 
+Task<void> Engine::close_backend(std::unique_ptr<BlockBackend> backend) {
+  if (backend == nullptr || !backend->has_root()) co_return;
+  Child* root = &backend->root();
+  backend->set_root(nullptr);
+  Node* orphan = unlink_edge(root);  // while the user still exists: the edge names it
+  backend.reset();                   // leaves the list of users; it has no edge left
+  if (orphan == nullptr) co_return;
+  auto close = close_node(orphan);
+  co_await close;
+}
+
 Task<void> Engine::close_detached(Node* node) {
   auto task = close_node(node);
   co_await task;

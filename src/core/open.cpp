@@ -1,6 +1,10 @@
 // Opening nodes (blockdev-add): the generic options, inheritance, node names, the OpenContext a
 // driver's open gets, and undoing everything when an open fails.
 //
+// Before anything opens, the whole option tree is checked as QEMU's QAPI visitor checks
+// BlockdevOptions (Engine::check_options): types, unknown keys and missing drivers, also inside
+// inline children, so "Parameter 'file.bogus' is unexpected" wins over "Could not open".
+//
 // Order, as in QEMU's bdrv_open_inherit: parse the generic options and apply inheritance, check
 // the node-name, create the Node, let the driver open (it opens its own children through the
 // context, each attached at once), refuse leftover options, then refresh the permissions below
@@ -11,6 +15,7 @@
 #include <cctype>
 #include <cerrno>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,6 +58,54 @@ nlohmann::json driver_options_of(const nlohmann::json& options, const Node& node
     out[key] = *it;
   }
   return out;
+}
+
+template <class T>
+Result<void> status_of(const Result<T>& read) {
+  if (!read) return read.error();
+  return {};
+}
+
+// An enum option's value, checked against the declared values with get_enum's text (QEMU's
+// enum visitor names the member alone).
+Result<void> check_enum(OptionReader& reader, const DriverOption& option) {
+  auto value = reader.get_string(option.name);
+  if (!value) return value.error();
+  if (!*value) return {};
+  for (std::string_view allowed : option.values) {
+    if (allowed == **value) return {};
+  }
+  return fail(EINVAL, "Parameter '{}' does not accept value '{}'", option.name, **value);
+}
+
+// Checks one declared driver option's type; a BlockdevRef given inline is checked recursively.
+Result<void> check_option(const Engine& engine, OptionReader& reader, const DriverOption& option) {
+  switch (option.type) {
+    case OptionType::kString:
+      return status_of(reader.get_string(option.name));
+    case OptionType::kBool:
+      return status_of(reader.get_bool(option.name));
+    case OptionType::kUint:
+      return status_of(reader.get_uint(option.name));
+    case OptionType::kSize:
+      return status_of(reader.get_size(option.name));
+    case OptionType::kEnum:
+      return check_enum(reader, option);
+    case OptionType::kIntOrString:
+      // The driver reads it with its own texts; here it only counts as known.
+      (void)reader.take(option.name);
+      return {};
+    case OptionType::kBlockdevRef:
+    case OptionType::kBlockdevRefOrNull:
+      break;
+  }
+  const nlohmann::json* value = reader.take(option.name);
+  if (value == nullptr || value->is_string()) return {};
+  if (value->is_object()) {
+    return engine.check_options(*value, reader.syntax(), reader.full_name(option.name) + ".");
+  }
+  // Wrong types are left to open, which reports them with QEMU's texts (null included).
+  return {};
 }
 
 // QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'.
@@ -181,6 +234,29 @@ Task<Result<Child*>> NodeOpenContext::open_implicit_child(std::string name, Chil
 
 }  // namespace
 
+Result<void> Engine::check_options(const nlohmann::json& options, OptionSyntax syntax,
+                                   std::string prefix) const {
+  std::string what = "options";
+  if (!prefix.empty()) what = prefix.substr(0, prefix.size() - 1);
+  auto is_object = OptionReader::expect_object(options, what);
+  if (!is_object) return is_object;
+  OptionReader reader(options, syntax, prefix);
+  auto generic = parse_generic(reader);
+  if (!generic) return generic.error();
+  if (!generic->driver) return reader.missing("driver");
+  const DriverClass* driver = find_driver(*generic->driver);
+  if (driver == nullptr) {
+    return fail(EINVAL, "Parameter 'driver' does not accept value '{}'", *generic->driver);
+  }
+  // A driver without declared options is checked by its open (leftovers are refused after it).
+  if (!driver->options) return {};
+  for (const DriverOption& option : *driver->options) {
+    auto checked = check_option(*this, reader, option);
+    if (!checked) return checked;
+  }
+  return reader.finish();
+}
+
 Task<Result<Node*>> Engine::open_node(nlohmann::json options, OptionSyntax syntax, Node* parent,
                                       ChildRole role, std::string prefix) {
   return open_node_of(std::move(options), syntax, parent, role, std::move(prefix), nullptr);
@@ -198,6 +274,12 @@ Task<Result<Node*>> Engine::open_node_of(nlohmann::json options, OptionSyntax sy
   if (!prefix.empty()) what = prefix.substr(0, prefix.size() - 1);
   auto is_object = OptionReader::expect_object(options, what);
   if (!is_object) co_return is_object.error();
+  if (parent == nullptr && internal == nullptr) {
+    // The whole tree, inline children included, before anything opens (internal nodes are
+    // built by the engine from options it wrote).
+    auto checked = check_options(options, syntax, prefix);
+    if (!checked) co_return checked.error();
+  }
   OptionReader reader(options, syntax, prefix);
   auto generic = open_generic(reader, parent, role);
   if (!generic) co_return generic.error();

@@ -14,6 +14,7 @@ std::span<const DriverClass* const> builtin_drivers() {
       &drivers::kRaw,
       &qcow2::kQcow2Class,
       &drivers::kFaultInject,
+      &drivers::kCopyOnRead,
   };
   return kAll;
 }

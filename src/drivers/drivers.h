@@ -10,11 +10,12 @@
 
 namespace strata::drivers {
 
-extern const DriverClass kFile;         // protocol/file.cpp
-extern const DriverClass kNullCo;       // protocol/null.cpp
-extern const DriverClass kMemory;       // protocol/memory.cpp
-extern const DriverClass kRaw;          // format/raw.cpp
+extern const DriverClass kFile;     // protocol/file.cpp
+extern const DriverClass kNullCo;   // protocol/null.cpp
+extern const DriverClass kMemory;   // protocol/memory.cpp
+extern const DriverClass kRaw;      // format/raw.cpp
 extern const DriverClass kFaultInject;  // filter/fault_inject.cpp
+extern const DriverClass kCopyOnRead;   // filter/copy_on_read.cpp
 
 // The largest length a node may have: QEMU's BDRV_MAX_LENGTH, INT64_MAX rounded down to 1 GiB,
 // so that offset + bytes of any valid request fits in a signed 64-bit value.

@@ -39,7 +39,7 @@ TRANSCRIPT = [
     (b'{"execute":"query-version","foo":1}\n',
      b'{"error": {"class": "GenericError", "desc": "QMP input member \'foo\' is unexpected"}}'),
     (b"{'execute':'query-commands', 'id':'x'}\n",
-     b'{"return": [{"name": "qmp_capabilities"}, {"name": "query-version"}, {"name": "query-commands"}, {"name": "quit"}, {"name": "blockdev-add"}, {"name": "blockdev-del"}, {"name": "query-named-block-nodes"}], "id": "x"}'),
+     b'{"return": [{"name": "qmp_capabilities"}, {"name": "query-version"}, {"name": "query-commands"}, {"name": "query-qmp-schema"}, {"name": "quit"}, {"name": "blockdev-add"}, {"name": "blockdev-del"}, {"name": "blockdev-reopen"}, {"name": "query-named-block-nodes"}, {"name": "query-block"}, {"name": "x-debug-query-block-graph"}, {"name": "block_resize"}, {"name": "block-commit"}, {"name": "block-stream"}, {"name": "query-jobs"}, {"name": "job-pause"}, {"name": "job-resume"}, {"name": "job-cancel"}, {"name": "job-complete"}, {"name": "job-dismiss"}, {"name": "job-finalize"}, {"name": "query-block-jobs"}, {"name": "block-job-set-speed"}, {"name": "block-job-cancel"}, {"name": "block-job-pause"}, {"name": "block-job-resume"}, {"name": "block-job-complete"}, {"name": "block-job-dismiss"}, {"name": "block-job-finalize"}], "id": "x"}'),
     (b'{"execute":"query-version","id":"it\'s \\"q\\""}\n',
      None),  # checked below: the id comes back verbatim
 ]

@@ -1,13 +1,17 @@
 #include "qmp_server.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/write.hpp>
 #include <cerrno>
+#include <chrono>
 #include <deque>
 #include <utility>
 
@@ -19,8 +23,8 @@ using asio::local::stream_protocol;
 // that command's coroutine too, so a client vanishing mid-command leaves nothing dangling.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(QmpServer& server, stream_protocol::socket socket)
-      : server_(&server), socket_(std::move(socket)) {}
+  Session(QmpServer& server, stream_protocol::socket socket, MonitorOptions options)
+      : server_(&server), socket_(std::move(socket)), options_(options) {}
 
   void start() {
     Json greeting = Json::object();
@@ -31,7 +35,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void send(const Json& message) {
     if (closed_) return;
-    outq_.push_back(dump(message) + "\r\n");
+    outq_.push_back((options_.pretty ? dump_pretty(message) : dump(message)) + "\r\n");
     if (outq_.size() == 1) write_next();
   }
 
@@ -122,6 +126,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   QmpServer* server_;
   stream_protocol::socket socket_;
+  MonitorOptions options_;
   std::array<char, 65536> inbuf_{};
   JsonSplitter splitter_;
   std::vector<RawMessage> pending_;
@@ -204,11 +209,8 @@ QmpServer::QmpServer(EventLoop& loop, CommandSet& commands, Json greeting_versio
     : loop_(&loop), commands_(&commands), greeting_version_(std::move(greeting_version)) {}
 
 QmpServer::~QmpServer() {
-  for (auto& listener : listeners_) {
-    std::error_code ignored;
-    listener->acceptor.close(ignored);
-    ::unlink(listener->path.c_str());
-  }
+  // Listeners go first (closing them and removing their files), then the sessions.
+  listeners_.clear();
   for (auto& session : sessions_) {
     std::error_code ignored;
     session->closed_ = true;
@@ -216,38 +218,114 @@ QmpServer::~QmpServer() {
   }
 }
 
-Result<void> QmpServer::listen(const std::string& path) {
+ListeningSocket::ListeningSocket(stream_protocol::acceptor acceptor, std::string path_to_remove)
+    : acceptor_(std::move(acceptor)), path_to_remove_(std::move(path_to_remove)) {}
+
+ListeningSocket::~ListeningSocket() {
+  close();
+  if (!path_to_remove_.empty()) ::unlink(path_to_remove_.c_str());
+}
+
+void ListeningSocket::close() {
+  std::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+namespace {
+
+Error socket_error(const std::error_code& ec, std::string_view what) {
+  return Error(ec.value() > 0 ? ec.value() : EIO, fmt::format("{}: {}", what, ec.message()));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ListeningSocket>> bind_unix_socket(EventLoop& loop,
+                                                          const std::string& path) {
+  std::string absolute = path;
+  if (!path.empty() && path[0] != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof(cwd)) == nullptr) return errno_error(errno, "getcwd");
+    absolute = fmt::format("{}/{}", cwd, path);
+  }
   struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && ::unlink(path.c_str()) != 0) {
+  if (::lstat(absolute.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) &&
+      ::unlink(absolute.c_str()) != 0) {
     return errno_error(errno, fmt::format("Failed to unlink socket {}", path));
   }
-  auto listener =
-      std::make_unique<Listener>(Listener{path, stream_protocol::acceptor(loop_->context())});
+  stream_protocol::acceptor acceptor(loop.context());
   std::error_code ec;
-  listener->acceptor.open(stream_protocol(), ec);
+  acceptor.open(stream_protocol(), ec);
+  if (ec) return socket_error(ec, fmt::format("Failed to create socket for {}", path));
   // Owner-only from the moment the socket file exists: a monitor controls every image.
   mode_t old_mask = ::umask(0077);
-  if (!ec) listener->acceptor.bind(stream_protocol::endpoint(path), ec);
+  acceptor.bind(stream_protocol::endpoint(absolute), ec);
   ::umask(old_mask);
+  if (ec) return socket_error(ec, fmt::format("Failed to bind socket to {}", path));
+  // From here on the file is ours: the ListeningSocket removes it on every path out.
+  auto socket = std::make_unique<ListeningSocket>(std::move(acceptor), absolute);
   // The umask leaves 0700; a socket needs no execute bit.
-  if (!ec && ::chmod(path.c_str(), 0600) != 0) ec = std::error_code(errno, std::system_category());
-  if (!ec) listener->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return fail(ec.value() > 0 ? ec.value() : EIO, "Failed to bind socket to {}: {}", path,
-                ec.message());
+  if (::chmod(absolute.c_str(), 0600) != 0) {
+    return errno_error(errno, fmt::format("Failed to set the mode of socket {}", path));
   }
-  Listener* raw = listener.get();
-  listeners_.push_back(std::move(listener));
-  accept(raw);
+  socket->acceptor().listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return socket_error(ec, fmt::format("Failed to listen on socket {}", path));
+  return socket;
+}
+
+Result<std::unique_ptr<ListeningSocket>> adopt_socket_fd(EventLoop& loop, int fd) {
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    return fail(ENOTSOCK, "File descriptor '{}' is not a socket", fd);
+  }
+  sockaddr_storage addr{};
+  socklen_t addr_len = sizeof(addr);
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addr_len) != 0 ||
+      ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || addr.ss_family != AF_UNIX ||
+      type != SOCK_STREAM) {
+    return fail(EAFNOSUPPORT, "File descriptor '{}' is not a Unix stream socket", fd);
+  }
+  // A listening fd must not leak into processes the daemon might start.
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  // listen() on a socket that listens already only updates its backlog.
+  if (::listen(fd, SOMAXCONN) != 0) return errno_error(errno, "Failed to listen on fd socket");
+  stream_protocol::acceptor acceptor(loop.context());
+  std::error_code ec;
+  acceptor.assign(stream_protocol(), fd, ec);
+  if (ec) return socket_error(ec, fmt::format("Failed to use file descriptor '{}'", fd));
+  return std::make_unique<ListeningSocket>(std::move(acceptor), std::string());
+}
+
+Result<void> QmpServer::listen(const std::string& path) {
+  auto socket = bind_unix_socket(*loop_, path);
+  if (!socket) return socket.error();
+  serve(std::move(*socket));
   return {};
 }
 
+void QmpServer::serve(std::unique_ptr<ListeningSocket> socket, MonitorOptions options) {
+  listeners_.push_back(std::make_unique<Listener>(Listener{std::move(socket), options}));
+  accept(listeners_.back().get());
+}
+
 void QmpServer::accept(Listener* listener) {
-  listener->acceptor.async_accept(
+  listener->socket->acceptor().async_accept(
       [this, listener](std::error_code ec, stream_protocol::socket socket) {
         if (stopping_ || ec == asio::error::operation_aborted) return;
+        if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+            ec.value() == ENFILE) {
+          // Out of file descriptors: accepting again at once would spin. Existing sessions go
+          // on; the waiting client is accepted once some descriptor is free.
+          auto timer = std::make_shared<asio::steady_timer>(loop_->context());
+          timer->expires_after(std::chrono::milliseconds(100));
+          timer->async_wait([this, listener, timer](std::error_code) {
+            if (!stopping_) accept(listener);
+          });
+          return;
+        }
         if (!ec) {
-          auto session = std::make_shared<Session>(*this, std::move(socket));
+          auto session = std::make_shared<Session>(*this, std::move(socket), listener->options);
           sessions_.push_back(session);
           session->start();
         }
@@ -265,10 +343,7 @@ void QmpServer::broadcast_event(std::string_view name, std::optional<Json> data)
 void QmpServer::shutdown(std::function<void()> on_idle) {
   stopping_ = true;
   on_idle_ = std::move(on_idle);
-  for (auto& listener : listeners_) {
-    std::error_code ignored;
-    listener->acceptor.close(ignored);
-  }
+  for (auto& listener : listeners_) listener->socket->close();
   // Copy: closing a session removes it from sessions_.
   auto sessions = sessions_;
   for (auto& session : sessions) {

@@ -40,6 +40,40 @@ class CommandSet {
 
 class Session;
 
+// A listening Unix stream socket not yet served: bound to a path by bind_unix_socket, or a
+// caller's listening fd taken over by adopt_socket_fd (how libvirt hands sockets over). The
+// socket file a bind created is removed when the socket goes, served or not, so a start-up
+// error leaves nothing behind; an adopted fd's file belongs to the caller and stays.
+class ListeningSocket {
+ public:
+  ListeningSocket(asio::local::stream_protocol::acceptor acceptor, std::string path_to_remove);
+  ~ListeningSocket();
+  ListeningSocket(const ListeningSocket&) = delete;
+  ListeningSocket& operator=(const ListeningSocket&) = delete;
+
+  asio::local::stream_protocol::acceptor& acceptor() { return acceptor_; }
+  // Stops listening; the socket file stays until destruction.
+  void close();
+
+ private:
+  asio::local::stream_protocol::acceptor acceptor_;
+  std::string path_to_remove_;
+};
+
+// Creates a socket at `path`, owner-only (0600), and listens on it. A stale socket file at
+// `path` is replaced, as QEMU does. A relative path is made absolute first, so the file can be
+// removed after the process changed directory.
+Result<std::unique_ptr<ListeningSocket>> bind_unix_socket(EventLoop& loop, const std::string& path);
+
+// Takes over `fd`, which must be a Unix stream socket ("File descriptor '5' is not a socket"),
+// and listens on it if the caller has not yet.
+Result<std::unique_ptr<ListeningSocket>> adopt_socket_fd(EventLoop& loop, int fd);
+
+// How a monitor talks: QEMU's --monitor options that Strata honours.
+struct MonitorOptions {
+  bool pretty = false;  // pretty=on: replies and events pretty-printed (dump_pretty)
+};
+
 class QmpServer {
  public:
   // `greeting_version` is the greeting's and query-version's {"qemu": ..., "package": ...}.
@@ -49,9 +83,10 @@ class QmpServer {
   QmpServer(const QmpServer&) = delete;
   QmpServer& operator=(const QmpServer&) = delete;
 
-  // Listens on a new Unix socket at `path`, created owner-only (0600). A stale socket file at
-  // `path` is replaced, as QEMU does.
+  // Listens on a new Unix socket at `path` (bind_unix_socket) and serves it.
   Result<void> listen(const std::string& path);
+  // Serves QMP on `socket` from now on; the server owns it.
+  void serve(std::unique_ptr<ListeningSocket> socket, MonitorOptions options = {});
 
   // Sends an event, timestamped now, to every negotiated session.
   void broadcast_event(std::string_view name, std::optional<Json> data = std::nullopt);
@@ -71,8 +106,8 @@ class QmpServer {
 
  private:
   struct Listener {
-    std::string path;
-    asio::local::stream_protocol::acceptor acceptor;
+    std::unique_ptr<ListeningSocket> socket;
+    MonitorOptions options;
   };
   void accept(Listener* listener);
   void check_idle();

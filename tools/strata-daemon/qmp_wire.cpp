@@ -42,7 +42,17 @@ class ErrorSax : public nlohmann::json_sax<nlohmann::json> {
   bool at_end = false;
 };
 
-void append_json(std::string& out, const Json& v) {
+// Appends `v` compactly (`level` < 0) or pretty-printed as the container at depth `level`.
+// Pretty printing is QEMU's: one member per line indented by four spaces, "," at line ends,
+// and "\r\n" line ends because QEMU's monitor turns every "\n" it prints into "\r\n".
+void append_json(std::string& out, const Json& v, int level) {
+  const int inner = level < 0 ? -1 : level + 1;
+  auto newline = [&out](int depth) {
+    if (depth < 0) return;
+    out += "\r\n";
+    out.append(4 * static_cast<size_t>(depth), ' ');
+  };
+  const char* separator = level < 0 ? ", " : ",";
   if (v.is_object()) {
     // QDict order: 512 hash buckets in order, each listing its newest key first.
     std::vector<std::pair<unsigned, size_t>> order;
@@ -56,19 +66,23 @@ void append_json(std::string& out, const Json& v) {
     });
     out += '{';
     for (size_t i = 0; i < order.size(); ++i) {
-      if (i) out += ", ";
+      if (i) out += separator;
+      newline(inner);
       const std::string& key = *keys[order[i].second];
       out += Json(key).dump(-1, ' ', true);
       out += ": ";
-      append_json(out, v.find(key).value());
+      append_json(out, v.find(key).value(), inner);
     }
+    newline(level);
     out += '}';
   } else if (v.is_array()) {
     out += '[';
     for (size_t i = 0; i < v.size(); ++i) {
-      if (i) out += ", ";
-      append_json(out, v[i]);
+      if (i) out += separator;
+      newline(inner);
+      append_json(out, v[i], inner);
     }
+    newline(level);
     out += ']';
   } else {
     out += v.dump(-1, ' ', true, Json::error_handler_t::replace);
@@ -87,7 +101,13 @@ std::string json_parse_error(const std::string& text) {
 }
 
 void JsonSplitter::put(char c) {
-  if (!skipping_) buf_ += c;
+  if (skipping_) return;
+  // A large message gets its whole allowance at once, as one mapping that is only touched as
+  // it fills: growing by doubling would copy, briefly holding the old and the new buffer,
+  // and would overshoot the cap (the last doubling), so a client sending an oversized
+  // message could make the daemon touch about twice the cap.
+  if (buf_.size() == kReserveThreshold) buf_.reserve(max_bytes_ + 1);
+  buf_ += c;
 }
 
 void JsonSplitter::finish(std::vector<RawMessage>& out) {
@@ -192,7 +212,13 @@ Parsed parse_request(const RawMessage& message) {
 
 std::string dump(const Json& value) {
   std::string out;
-  append_json(out, value);
+  append_json(out, value, -1);
+  return out;
+}
+
+std::string dump_pretty(const Json& value) {
+  std::string out;
+  append_json(out, value, 0);
   return out;
 }
 

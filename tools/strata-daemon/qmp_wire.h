@@ -45,6 +45,9 @@ class JsonSplitter {
   void finish(std::vector<RawMessage>& out);
   void fail(std::string error, std::vector<RawMessage>& out);
 
+  // Past this size a message's buffer is reserved up to the cap in one step (put()).
+  static constexpr size_t kReserveThreshold = size_t{1} << 20;
+
   size_t max_bytes_;
   std::string buf_;
   int depth_ = 0;
@@ -83,6 +86,9 @@ std::string json_parse_error(const std::string& text);
 // Compact JSON as QEMU prints it: ", " and ": " separators, ASCII only, object keys in QDict
 // order (tools/common/qemu_json.h) so transcripts match qemu-storage-daemon's byte for byte.
 std::string dump(const Json& value);
+// The same, pretty-printed as a monitor with pretty=on prints it: QEMU's layout (four-space
+// indents, one member per line) with "\r\n" line ends. No final line end.
+std::string dump_pretty(const Json& value);
 
 // {"return": value[, "id": id]} and {"error": {"class", "desc"}[, "id": id]}.
 Json make_return(Json value, const std::optional<Json>& id);

@@ -18,6 +18,9 @@ constexpr Subcommand kSubcommands[] = {
      "bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] "
      "[--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] "
      "[-t cache] [-w] [-U] [--image-opts] filename"},
+    {"commit", run_commit,
+     "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] "
+     "[-r rate_limit] [-d] [-p] [--progress=json] filename"},
     {"create", run_create,
      "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename "
      "[size]"},
@@ -70,7 +73,9 @@ void help(std::string_view prog) {
       "  'cache' is the cache mode: none, writeback, unsafe, directsync, writethrough\n"
       "  'aio' is the AIO mode: threads, io_uring, or native (an alias of io_uring)\n"
       "  bench's -n asks for native AIO, like qemu-img's: Strata's is io_uring\n"
-      "  Sizes take the suffixes k, M, G, T, P and E (binary units).\n");
+      "  Sizes take the suffixes k, M, G, T, P and E (binary units).\n"
+      "  --progress=json prints one JSON object per line on stderr, at most ten a second and a\n"
+      "    final one: {{\"offset\": bytes done, \"len\": bytes in all, \"elapsed\": seconds}}\n");
   std::exit(0);
 }
 

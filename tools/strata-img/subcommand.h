@@ -33,6 +33,7 @@ struct Subcommand {
 [[noreturn]] void help(std::string_view prog);
 
 int run_bench(std::string_view prog, std::span<const std::string> args);
+int run_commit(std::string_view prog, std::span<const std::string> args);
 int run_create(std::string_view prog, std::span<const std::string> args);
 int run_check(std::string_view prog, std::span<const std::string> args);
 int run_info(std::string_view prog, std::span<const std::string> args);

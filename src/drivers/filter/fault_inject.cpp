@@ -209,9 +209,18 @@ Task<Result<std::unique_ptr<Driver>>> open_fault_inject(OpenContext& ctx) {
 
 }  // namespace
 
+constexpr auto kKindValues = option_value_names(kKindNames);
 
 // What parse_options and open_fault_inject read.
+constexpr DriverOption kFaultInjectOptions[] = {
+    {"file", OptionType::kBlockdevRef, true},
+    {"kind", OptionType::kEnum, false, kKindValues, "FaultInjectKind"},
+    {"nth", OptionType::kUint},
+    {"errno", OptionType::kIntOrString},
+    {"count", OptionType::kUint},
+};
 
-const DriverClass kFaultInject = {"fault-inject", DriverKind::kFilter, &open_fault_inject};
+const DriverClass kFaultInject = {"fault-inject", DriverKind::kFilter, &open_fault_inject, false,
+                                  kFaultInjectOptions};
 
 }  // namespace strata::drivers

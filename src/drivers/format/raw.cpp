@@ -208,6 +208,13 @@ Task<Result<std::unique_ptr<Driver>>> open_raw(OpenContext& ctx) {
 
 }  // namespace
 
-const DriverClass kRaw = {"raw", DriverKind::kFormat, &open_raw};
+// What parse_options and open_raw read.
+constexpr DriverOption kRawOptions[] = {
+    {"offset", OptionType::kSize},
+    {"size", OptionType::kSize},
+    {"file", OptionType::kBlockdevRef, true},
+};
+
+const DriverClass kRaw = {"raw", DriverKind::kFormat, &open_raw, false, kRawOptions};
 
 }  // namespace strata::drivers

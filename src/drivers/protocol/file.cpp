@@ -506,6 +506,16 @@ Task<Result<std::unique_ptr<Driver>>> open_file(OpenContext& ctx) {
 
 }  // namespace
 
-const DriverClass kFile = {"file", DriverKind::kProtocol, &open_file};
+constexpr auto kAioNames = option_value_names(kAioModes);
+constexpr auto kLockingNames = option_value_names(kLockingModes);
+
+// What parse_options reads.
+constexpr DriverOption kFileOptions[] = {
+    {"filename", OptionType::kString, true},
+    {"aio", OptionType::kEnum, false, kAioNames, "BlockdevAioOptions"},
+    {"locking", OptionType::kEnum, false, kLockingNames, "OnOffAuto"},
+};
+
+const DriverClass kFile = {"file", DriverKind::kProtocol, &open_file, false, kFileOptions};
 
 }  // namespace strata::drivers

@@ -197,6 +197,9 @@ Task<Result<std::unique_ptr<Driver>>> open_memory(OpenContext& ctx) {
 
 }  // namespace
 
-const DriverClass kMemory = {"memory", DriverKind::kProtocol, &open_memory};
+// What open_memory reads.
+constexpr DriverOption kMemoryOptions[] = {{"size", OptionType::kSize, true}};
+
+const DriverClass kMemory = {"memory", DriverKind::kProtocol, &open_memory, false, kMemoryOptions};
 
 }  // namespace strata::drivers

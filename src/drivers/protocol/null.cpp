@@ -133,6 +133,13 @@ Task<Result<std::unique_ptr<Driver>>> open_null(OpenContext& ctx) {
 
 }  // namespace
 
-const DriverClass kNullCo = {"null-co", DriverKind::kProtocol, &open_null};
+// What open_null reads.
+constexpr DriverOption kNullOptions[] = {
+    {"size", OptionType::kSize},
+    {"latency-ns", OptionType::kUint},
+    {"read-zeroes", OptionType::kBool},
+};
+
+const DriverClass kNullCo = {"null-co", DriverKind::kProtocol, &open_null, false, kNullOptions};
 
 }  // namespace strata::drivers

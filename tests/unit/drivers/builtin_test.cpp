@@ -16,14 +16,14 @@ TEST(BuiltinDrivers, ListsEachDriverOnce) {
     names.emplace_back(cls->name);
   }
   EXPECT_EQ(names, (std::vector<std::string>{"file", "null-co", "memory", "raw", "qcow2",
-                                             "fault-inject"}));
+                                                 "fault-inject", "copy-on-read"}));
 }
 
 TEST(BuiltinDrivers, Kinds) {
   for (const DriverClass* cls : builtin_drivers()) {
     DriverKind want =
         (cls->name == "raw" || cls->name == "qcow2") ? DriverKind::kFormat : DriverKind::kProtocol;
-    if (cls->name == "fault-inject") want = DriverKind::kFilter;
+    if (cls->name == "fault-inject" || cls->name == "copy-on-read") want = DriverKind::kFilter;
     EXPECT_EQ(cls->kind, want) << cls->name;
   }
 }

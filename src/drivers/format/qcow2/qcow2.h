@@ -107,6 +107,7 @@ class Qcow2Driver final : public Driver {
   Task<Result<std::vector<SnapshotInfo>>> list_snapshots() override;  // qcow2_info.cpp
   Task<Result<void>> change_backing_file(std::string backing_file,
                                          std::string backing_format) override;
+  Task<Result<void>> make_empty() override;  // qcow2_empty.cpp
 
   ChildPerms child_perms(const Child& child, ChildRole role, Perm parent_perm,
                          Perm parent_shared) const override;

@@ -294,6 +294,17 @@ Task<Result<std::unique_ptr<Driver>>> Qcow2Driver::open(OpenContext& ctx) {
   return Qcow2Opener::open(ctx);
 }
 
-const DriverClass kQcow2Class = {"qcow2", DriverKind::kFormat, &Qcow2Driver::open, true};
+// What parse_runtime_options and Qcow2Opener::open read.
+constexpr DriverOption kQcow2Options[] = {
+    {"file", OptionType::kBlockdevRef, true},    {"backing", OptionType::kBlockdevRefOrNull},
+    {"data-file", OptionType::kBlockdevRef},     {"lazy-refcounts", OptionType::kBool},
+    {"pass-discard-request", OptionType::kBool}, {"pass-discard-snapshot", OptionType::kBool},
+    {"pass-discard-other", OptionType::kBool},   {"x-snapshot", OptionType::kString},
+    {"cache-size", OptionType::kSize},           {"l2-cache-size", OptionType::kSize},
+    {"refcount-cache-size", OptionType::kSize},  {"cache-clean-interval", OptionType::kUint},
+};
+
+const DriverClass kQcow2Class = {"qcow2", DriverKind::kFormat, &Qcow2Driver::open, true,
+                                 kQcow2Options};
 
 }  // namespace strata::qcow2

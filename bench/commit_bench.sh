@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Side-by-side commit benchmark: strata-img commit against qemu-img commit.
+#
+#   bench/commit_bench.sh [path/to/strata-img]
+#
+# A 1 GiB qcow2 base holding BASE_MB of data and a qcow2 overlay holding TOP_MB of data, both
+# written with qemu-io in extents of 64 KiB to 1 MiB at places spread over the whole disk (a
+# seeded shuffle, so every run and both tools get the same work; each extent has its own
+# pattern byte). Each run commits fresh copies of the pair (the overlay is emptied afterwards,
+# as plain `commit` does), with the page cache dropped before it when /proc/sys/vm/drop_caches
+# is writable. The tools alternate run by run, so drifting machine load hits both alike; the
+# result is the median wall time of each and the ratio qemu/strata (> 1: Strata is faster).
+# After the first run of each tool the two bases are compared, so both did the same work.
+#
+# Environment: REPS (runs per tool, default 5), BASE_MB (default 512), TOP_MB (default 256),
+# DIR (default /tmp: a real file system, where the page cache matters), CACHE (the -t mode,
+# default writeback: qemu-img commit's default), QEMU_IMG (default qemu-img).
+set -euo pipefail
+
+strata_img=${1:-$(dirname "$0")/../build/bin/strata-img}
+qemu_img=${QEMU_IMG:-qemu-img}
+reps=${REPS:-5}
+base_mb=${BASE_MB:-512}
+top_mb=${TOP_MB:-256}
+dir=${DIR:-/tmp}
+cache=${CACHE:-writeback}
+
+for tool in "$strata_img" "$qemu_img" qemu-io python3; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "commit_bench: $tool not found" >&2
+    exit 1
+  fi
+done
+# The commits run in the images' directory.
+if [[ $strata_img == */* ]]; then strata_img=$(realpath "$strata_img"); fi
+
+work=$(mktemp -d "$dir/commit-bench-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/pristine" "$work/run"
+
+# qemu-io commands writing `mb` MiB in extents of 64 KiB..1 MiB at distinct places in 1 GiB.
+extents() {
+  python3 - "$1" "$2" <<'EOF'
+import random, sys
+mb, seed = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(seed)
+K64 = 64 << 10
+slots = list(range((1 << 30) // (1 << 20)))  # 1 MiB slots; one extent per slot at most
+rng.shuffle(slots)
+left = mb << 20
+for i, slot in enumerate(slots):
+    if left <= 0:
+        break
+    length = min(rng.randint(1, 16) * K64, left)
+    offset = (slot << 20) + rng.randint(0, (1 << 20) // K64 - length // K64) * K64
+    print(f"write -P {1 + i % 255} {offset} {length}")
+    left -= length
+EOF
+}
+
+echo "commit_bench: building a 1 GiB base with ${base_mb} MiB and an overlay with ${top_mb} MiB"
+(
+  cd "$work/pristine"
+  "$qemu_img" create -q -f qcow2 base.qcow2 1G
+  extents "$base_mb" 1 | qemu-io -f qcow2 base.qcow2 >/dev/null
+  "$qemu_img" create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 1G
+  extents "$top_mb" 2 | qemu-io -f qcow2 top.qcow2 >/dev/null
+)
+
+drop_caches() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
+
+# Prints the wall time in seconds of one commit of fresh copies.
+run_once() {
+  local tool=$1
+  rm -f "$work/run/"*
+  cp "$work/pristine/base.qcow2" "$work/pristine/top.qcow2" "$work/run/"
+  drop_caches
+  local start end
+  start=$(date +%s.%N)
+  (cd "$work/run" && "$tool" commit -q -t "$cache" -f qcow2 top.qcow2)
+  end=$(date +%s.%N)
+  echo "$start $end" | awk '{printf "%.3f\n", $2 - $1}'
+}
+
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+[ -w /proc/sys/vm/drop_caches ] || echo "commit_bench: cannot drop the page cache (not root?)"
+qemu_times=()
+strata_times=()
+for ((i = 0; i < reps; i++)); do
+  qemu_times+=("$(run_once "$qemu_img")")
+  if [ "$i" = 0 ]; then cp "$work/run/base.qcow2" "$work/qemu-base.qcow2"; fi
+  strata_times+=("$(run_once "$strata_img")")
+  if [ "$i" = 0 ]; then
+    "$qemu_img" compare -q -f qcow2 -F qcow2 "$work/qemu-base.qcow2" "$work/run/base.qcow2" ||
+      { echo "commit_bench: the bases differ after the commits" >&2; exit 1; }
+    rm -f "$work/qemu-base.qcow2"
+  fi
+  echo "run $((i + 1)): qemu-img ${qemu_times[-1]} s, strata-img ${strata_times[-1]} s"
+done
+
+qemu_median=$(printf '%s\n' "${qemu_times[@]}" | median)
+strata_median=$(printf '%s\n' "${strata_times[@]}" | median)
+printf '%-12s %10s\n' tool "median s"
+printf '%-12s %10s\n' qemu-img "$qemu_median" strata-img "$strata_median"
+echo "$qemu_median $strata_median" | awk '{printf "ratio qemu/strata: %.2fx\n", $1 / $2}'

@@ -1,0 +1,425 @@
+// The stream job over a real chain, graph as in QEMU iotest 247 (file nodes with
+// auto-read-only, qcow2 nodes read-only with backing by reference), images made by qemu-img and
+// qemu-io in /dev/shm: events, the data, the device's backing link and backing-file string,
+// the device's access before, during and after, cancel, error policies, and guest writes racing
+// the stream.
+#include "stream.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "strata/block_backend.h"
+#include "strata/builtin_drivers.h"
+#include "strata/child.h"
+#include "strata/engine.h"
+#include "strata/event_loop.h"
+#include "strata/job.h"
+#include "strata/node.h"
+
+namespace strata {
+namespace {
+
+using nlohmann::json;
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kSlot = 64 * kKiB;
+constexpr uint64_t kSize = 1024 * kKiB;
+constexpr int kImages = 4;
+
+std::string run(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  if (status != 0) out = "FAILED(" + std::to_string(status) + "): " + out;
+  return out;
+}
+
+Task<void> write_pattern(BlockBackend* blk, uint64_t offset, uint64_t bytes, uint8_t pattern,
+                         int* done) {
+  std::vector<uint8_t> buf(bytes, pattern);
+  auto write = blk->write(offset, bytes, IoVec(buf.data(), bytes));
+  auto written = co_await write;
+  EXPECT_TRUE(written.has_value());
+  ++*done;
+}
+
+class StreamJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path("/dev/shm") / ("strata-stream-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+    // img-N backs img-(N+1); image N holds pattern 0x10+N in its own 64 KiB slot N.
+    for (int i = 0; i < kImages; ++i) {
+      std::string cmd = "qemu-img create -q -f qcow2";
+      if (i > 0) cmd += " -b " + image(i - 1) + " -F qcow2";
+      ASSERT_EQ(run(cmd + " " + image(i) + " 1M"), "");
+      ASSERT_EQ(run("qemu-io -f qcow2 -c 'write -q -P " + std::to_string(0x10 + i) + " " +
+                    std::to_string(i * kSlot) + " 64k' " + image(i)),
+                "");
+    }
+    engine_ = std::make_unique<Engine>(loop_, builtin_drivers());
+    jobs_ = std::make_unique<JobManager>(*engine_);
+    jobs_->add_listener([this](std::string_view name, json data) {
+      if (name == "JOB_STATUS_CHANGE") {
+        std::string status = data["status"];
+        events_.push_back(status);
+        if (Node* f = engine_->find_node("file-3")) {
+          storage_rw_[status] = f->driver().storage_read_write();
+        }
+      } else {
+        events_.push_back(std::string(name));
+        payloads_.push_back(data);
+      }
+    });
+  }
+
+  void TearDown() override {
+    guest_.reset();
+    if (jobs_) run_sync(loop_, jobs_->shutdown());
+    jobs_.reset();
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::string image(int i) const {
+    return (dir_ / ("img-" + std::to_string(i) + ".qcow2")).string();
+  }
+
+  // 247's graph. `writable` opens format-3 read-write with a writing guest; `fault` puts a
+  // fault-inject filter with these options between format-N and file-N.
+  void build_graph(bool writable = false, int fault_at = -1, json fault = {}) {
+    for (int i = 0; i < kImages; ++i) {
+      std::string n = std::to_string(i);
+      json file = {{"driver", "file"},
+                   {"node-name", "file-" + n},
+                   {"filename", image(i)},
+                   {"auto-read-only", true}};
+      ASSERT_TRUE(run_sync(loop_, engine_->add_node(file)).has_value());
+      json format = {{"driver", "qcow2"},
+                     {"node-name", "format-" + n},
+                     {"read-only", !(writable && i == kImages - 1)}};
+      format["file"] = "file-" + n;
+      if (i == fault_at) {
+        // Disarmed while the image opens; arm_fault() arms it.
+        format["file"] = {{"driver", "fault-inject"},
+                          {"node-name", "fault"},
+                          {"file", "file-" + n},
+                          {"kind", "flush"},
+                          {"nth", 1000000}};
+      }
+      format["backing"] = i == 0 ? json(nullptr) : json("format-" + std::to_string(i - 1));
+      auto added = run_sync(loop_, engine_->add_node(format));
+      ASSERT_TRUE(added.has_value()) << added.error().message();
+    }
+    Perm perm = writable ? Perm::kConsistentRead | Perm::kWrite : Perm::kConsistentRead;
+    auto guest = engine_->attach_backend(*node("format-3"), "", perm, Perm::kAll);
+    ASSERT_TRUE(guest.has_value()) << guest.error().message();
+    guest_ = std::move(*guest);
+    if (fault_at >= 0) {
+      fault["node-name"] = "fault";
+      if (!fault.contains("nth")) fault["nth"] = 1;
+      auto armed = run_sync(loop_, engine_->reopen({fault}, OptionSyntax::kJson, true));
+      ASSERT_TRUE(armed.has_value()) << armed.error().message();
+    }
+  }
+
+  Node* node(const std::string& name) { return engine_->find_node(name); }
+  std::string backing_of(const std::string& name) {
+    Child* c = node(name)->child("backing");
+    return c != nullptr ? c->node().name() : "";
+  }
+  bool has_driver(std::string_view driver) {
+    for (Node* n : engine_->nodes()) {
+      if (n->driver_class().name == driver) return true;
+    }
+    return false;
+  }
+
+  Result<Job*> stream(JobOptions options, StreamArgs args) {
+    return run_sync(loop_, start_stream_job(*jobs_, *engine_, std::move(options), args));
+  }
+
+  void wait_for_event(const std::string& event) {
+    for (int i = 0; i < 100000; ++i) {
+      if (std::find(events_.begin(), events_.end(), event) != events_.end()) return;
+      loop_.context().restart();
+      loop_.context().run_one();
+    }
+    FAIL() << "no " << event;
+  }
+
+  std::vector<uint8_t> guest_read() {
+    std::vector<uint8_t> buf(kSize);
+    auto r = run_sync(loop_, guest_->read(0, kSize, IoVec(buf.data(), buf.size())));
+    EXPECT_TRUE(r.has_value());
+    return buf;
+  }
+  static std::vector<uint8_t> expected_content() {
+    std::vector<uint8_t> buf(kSize, 0);
+    for (int i = 0; i < kImages; ++i) {
+      std::fill_n(buf.begin() + i * kSlot, kSlot, static_cast<uint8_t>(0x10 + i));
+    }
+    return buf;
+  }
+  bool allocated_in(const std::string& name, uint64_t offset) {
+    auto st = run_sync(loop_, node(name)->block_status(offset, kSlot));
+    EXPECT_TRUE(st.has_value());
+    return st && has_flag(st->flags, BlockStatusFlags::kAllocated);
+  }
+  void close_all() {
+    guest_.reset();
+    run_sync(loop_, jobs_->shutdown());
+    jobs_.reset();
+    engine_.reset();
+  }
+
+  EventLoop loop_;
+  std::filesystem::path dir_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<BlockBackend> guest_;
+  std::vector<std::string> events_;
+  std::vector<json> payloads_;
+  std::map<std::string, bool> storage_rw_;
+};
+
+JobOptions job(std::string id) {
+  JobOptions o;
+  o.id = std::move(id);
+  return o;
+}
+
+StreamArgs args_of(Node* device, Node* base, Node* bottom = nullptr) {
+  StreamArgs a;
+  a.device = device;
+  a.base = base;
+  a.bottom = bottom;
+  return a;
+}
+
+TEST_F(StreamJobTest, StreamsIntoAReadOnlyNodeAboveBase) {
+  build_graph();
+  ASSERT_TRUE(node("format-3")->is_read_only());
+  ASSERT_FALSE(node("file-3")->driver().storage_read_write());
+  auto started = stream(job("job0"), args_of(node("format-3"), node("format-1")));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  EXPECT_EQ(events_, (std::vector<std::string>{"created", "running", "waiting", "pending",
+                                               "BLOCK_JOB_COMPLETED", "concluded", "null"}));
+  ASSERT_EQ(payloads_.size(), 1u);
+  EXPECT_EQ(payloads_[0], (json{{"type", "stream"},
+                                {"device", "job0"},
+                                {"len", kSize},
+                                {"offset", kSize},
+                                {"speed", 0}}));
+  // Writable exactly while the job ran.
+  EXPECT_TRUE(storage_rw_["running"]);
+  EXPECT_FALSE(node("file-3")->driver().storage_read_write());
+  EXPECT_TRUE(node("format-3")->is_read_only());
+  EXPECT_EQ(backing_of("format-3"), "format-1");
+  EXPECT_TRUE(node("format-2")->parents().empty());
+  EXPECT_FALSE(has_driver("copy-on-read"));
+  EXPECT_EQ(guest_read(), expected_content());
+  // Slot 2 was copied up; slots 0 and 1 stay in base's chain.
+  EXPECT_TRUE(allocated_in("format-3", 2 * kSlot));
+  EXPECT_FALSE(allocated_in("format-3", kSlot));
+  EXPECT_FALSE(allocated_in("format-3", 0));
+  EXPECT_FALSE(node("format-3")->child("backing")->frozen());
+  close_all();
+  EXPECT_NE(run("qemu-img info -U --output=json " + image(3))
+                .find("\"backing-filename\": \"" + image(1) + "\""),
+            std::string::npos);
+  EXPECT_EQ(run("qemu-img check -q " + image(3)), "");
+}
+
+TEST_F(StreamJobTest, WholeChainWithBackingStringAndNoBaseLeavesNoBacking) {
+  build_graph();
+  auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  EXPECT_EQ(backing_of("format-3"), "");
+  EXPECT_EQ(guest_read(), expected_content());
+  close_all();
+  EXPECT_EQ(run("qemu-img info -U --output=json " + image(3)).find("backing-filename"),
+            std::string::npos);
+  // Without its chain the image alone holds every slot.
+  std::string cmd = "qemu-io -r -f qcow2";
+  for (int i = 0; i < kImages; ++i) {
+    cmd +=
+        " -c 'read -q -P " + std::to_string(0x10 + i) + " " + std::to_string(i * kSlot) + " 64k'";
+  }
+  EXPECT_EQ(run(cmd + " " + image(3)), "");
+}
+
+TEST_F(StreamJobTest, BottomAndAnExplicitBackingFileString) {
+  build_graph();
+  StreamArgs a = args_of(node("format-3"), nullptr, node("format-2"));
+  auto started = stream(job("job0"), a);
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  EXPECT_EQ(backing_of("format-3"), "format-1");
+  EXPECT_EQ(guest_read(), expected_content());
+
+  a = args_of(node("format-3"), node("format-0"));
+  a.backing_file = "custom-name.qcow2";
+  events_.clear();
+  started = stream(job("job1"), a);
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  EXPECT_EQ(backing_of("format-3"), "format-0");
+  close_all();
+  EXPECT_NE(run("qemu-img info -U --output=json " + image(3))
+                .find("\"backing-filename\": \"custom-name.qcow2\""),
+            std::string::npos);
+}
+
+TEST_F(StreamJobTest, BaseOutsideTheChainIsRefused) {
+  build_graph();
+  auto started = stream(job("job0"), args_of(node("format-1"), node("format-3")));
+  ASSERT_FALSE(started.has_value());
+  EXPECT_EQ(started.error().message(), "'format-3' is not in the backing chain of 'format-1'");
+  EXPECT_TRUE(events_.empty());
+}
+
+TEST_F(StreamJobTest, CancelRestoresReadOnlyAndTheChain) {
+  build_graph();
+  JobOptions o = job("job0");
+  o.speed = 4096;  // one chunk per slice at most: slow enough to cancel mid-way
+  auto started = stream(o, args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("running");
+  EXPECT_TRUE(node("file-3")->driver().storage_read_write());
+  EXPECT_EQ(guest_->node().driver_class().name, "copy-on-read");
+  EXPECT_TRUE(node("format-3")->child("backing")->frozen());
+  // Intermediate nodes refuse writers while the job runs.
+  auto writer = engine_->attach_backend(*node("format-1"), "", Perm::kWrite, Perm::kAll);
+  ASSERT_FALSE(writer.has_value());
+  EXPECT_NE(writer.error().message().find("stream job 'job0'"), std::string::npos)
+      << writer.error().message();
+  ASSERT_TRUE(run_sync(loop_, jobs_->cancel("job0", true)).has_value());
+  wait_for_event("null");
+  EXPECT_NE(std::find(events_.begin(), events_.end(), "BLOCK_JOB_CANCELLED"), events_.end());
+  EXPECT_EQ(backing_of("format-3"), "format-2");
+  EXPECT_TRUE(node("format-3")->is_read_only());
+  EXPECT_FALSE(node("file-3")->driver().storage_read_write());
+  EXPECT_FALSE(has_driver("copy-on-read"));
+  EXPECT_EQ(&guest_->node(), node("format-3"));
+  EXPECT_FALSE(node("format-3")->child("backing")->frozen());
+  EXPECT_EQ(guest_read(), expected_content());
+}
+
+TEST_F(StreamJobTest, ReadErrorReportFailsAndKeepsTheBacking) {
+  // format-2's storage fails a read of guest data (its header and tables were read at open).
+  build_graph(false, 2, {{"kind", "read"}, {"errno", "EIO"}});
+  auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  EXPECT_EQ(events_, (std::vector<std::string>{"created", "running", "BLOCK_JOB_ERROR", "aborting",
+                                               "BLOCK_JOB_COMPLETED", "concluded", "null"}));
+  EXPECT_NE(payloads_.back()["error"].get<std::string>().find("Input/output error"),
+            std::string::npos);
+  EXPECT_EQ(backing_of("format-3"), "format-2");
+  EXPECT_TRUE(node("format-3")->is_read_only());
+  EXPECT_FALSE(node("file-3")->driver().storage_read_write());
+  EXPECT_FALSE(has_driver("copy-on-read"));
+}
+
+TEST_F(StreamJobTest, ReadErrorStopPausesAndRetriesAfterResume) {
+  build_graph(false, 2, {{"kind", "read"}, {"errno", "EIO"}});
+  JobOptions o = job("job0");
+  o.on_error = BlockdevOnError::kStop;
+  auto started = stream(o, args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("BLOCK_JOB_ERROR");
+  EXPECT_EQ(payloads_.back(),
+            (json{{"device", "job0"}, {"operation", "read"}, {"action", "stop"}}));
+  wait_for_event("paused");
+  ASSERT_TRUE(jobs_->resume("job0").has_value());
+  wait_for_event("null");
+  EXPECT_FALSE(payloads_.back().contains("error")) << payloads_.back().dump();
+  EXPECT_EQ(backing_of("format-3"), "");
+  EXPECT_EQ(guest_read(), expected_content());
+}
+
+// QEMU's stream ignores the error and goes on, but then fails, so the backing stays.
+TEST_F(StreamJobTest, ReadErrorIgnoreCopiesTheRestButFails) {
+  // Data past the first chunk, which the failed request covers.
+  ASSERT_EQ(run("qemu-io -f qcow2 -c 'write -q -P 0x44 768k 64k' " + image(0)), "");
+  build_graph(false, 2, {{"kind", "read"}, {"errno", "EIO"}});
+  JobOptions o = job("job0");
+  o.on_error = BlockdevOnError::kIgnore;
+  auto started = stream(o, args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  EXPECT_NE(payloads_.back()["error"].get<std::string>().find("Input/output error"),
+            std::string::npos);
+  EXPECT_EQ(payloads_.back()["offset"], kSize);
+  EXPECT_EQ(backing_of("format-3"), "format-2");
+  EXPECT_FALSE(allocated_in("format-3", 0));          // the chunk that failed
+  EXPECT_TRUE(allocated_in("format-3", 768 * kKiB));  // copied after the ignored error
+}
+
+// QEMU iotest 030 test_read_only: the device's inline file child is explicitly read-only, so
+// the reopen cannot make the device writable.
+TEST_F(StreamJobTest, ExplicitlyReadOnlyInlineFileDefeatsTheReopen) {
+  build_graph();
+  std::string ro_top = (dir_ / "ro-top.qcow2").string();
+  ASSERT_EQ(run("qemu-img create -q -f qcow2 -b " + image(2) + " -F qcow2 " + ro_top + " 1M"), "");
+  json top = {{"driver", "qcow2"},
+              {"node-name", "ro-top"},
+              {"read-only", true},
+              {"file", {{"driver", "file"}, {"filename", ro_top}, {"read-only", true}}},
+              {"backing", "format-2"}};
+  auto added = run_sync(loop_, engine_->add_node(top));
+  ASSERT_TRUE(added.has_value()) << added.error().message();
+  auto started = stream(job("job0"), args_of(node("ro-top"), node("format-0")));
+  ASSERT_FALSE(started.has_value());
+  EXPECT_EQ(started.error().message(), "Block node is read-only");
+  EXPECT_FALSE(has_driver("copy-on-read"));
+  EXPECT_FALSE(node("ro-top")->child("backing")->frozen());
+  EXPECT_TRUE(node("ro-top")->is_read_only());
+  EXPECT_TRUE(events_.empty());
+}
+
+// Guest writes through the filter while the stream runs: the final data is the guest's where
+// it wrote, the chain's elsewhere.
+TEST_F(StreamJobTest, GuestWritesDuringTheStreamWin) {
+  build_graph(/*writable=*/true);
+  auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  int done = 0;
+  // Parts of the slots the stream copies, written while it runs.
+  spawn(write_pattern(guest_.get(), 4 * kKiB, 8 * kKiB, 0x71, &done));
+  spawn(write_pattern(guest_.get(), kSlot + 60 * kKiB, 8 * kKiB, 0x72, &done));
+  spawn(write_pattern(guest_.get(), 2 * kSlot, 4 * kKiB, 0x73, &done));
+  wait_for_event("null");
+  for (int i = 0; i < 1000 && done < 3; ++i) {
+    loop_.context().restart();
+    loop_.context().run_one();
+  }
+  ASSERT_EQ(done, 3);
+  EXPECT_EQ(payloads_.back()["type"], "stream");
+  EXPECT_FALSE(payloads_.back().contains("error"));
+  EXPECT_EQ(backing_of("format-3"), "");
+  std::vector<uint8_t> want = expected_content();
+  std::fill_n(want.begin() + 4 * kKiB, 8 * kKiB, 0x71);
+  std::fill_n(want.begin() + kSlot + 60 * kKiB, 8 * kKiB, 0x72);
+  std::fill_n(want.begin() + 2 * kSlot, 4 * kKiB, 0x73);
+  EXPECT_EQ(guest_read(), want);
+}
+
+}  // namespace
+}  // namespace strata
