@@ -143,10 +143,11 @@ void Engine::detach_backend(BlockBackend& backend) {
 
 Task<void> Engine::close_backend(std::unique_ptr<BlockBackend> backend) {
   if (backend == nullptr || !backend->has_root()) co_return;
+  backends_.erase(std::remove(backends_.begin(), backends_.end(), backend.get()), backends_.end());
   Child* root = &backend->root();
   backend->set_root(nullptr);
   Node* orphan = unlink_edge(root);  // while the user still exists: the edge names it
-  backend.reset();                   // leaves the list of users; it has no edge left
+  backend.reset();
   if (orphan == nullptr) co_return;
   auto close = close_node(orphan);
   co_await close;
