@@ -67,11 +67,13 @@ class RobustnessTest(unittest.TestCase):
         self.assertIn("return", other.cmd("query-version"))
         rss_after, peak = memory_kib(self.d.proc.pid)
         # At most the cap (64 MiB) was held for the message, plus slack for the allocator;
-        # and it was given back once the message was discarded.
-        # (A sanitizer build keeps freed buffers in quarantine; there the bound is only loose.)
-        bound = 72 if os.environ.get("STRATA_SANITIZED", "0") == "0" else 128
-        self.assertLess(peak - rss_before, bound * 1024, (rss_before, peak))
-        self.assertLess(rss_after - rss_before, 8 * 1024, (rss_before, rss_after))
+        # and it was given back once the message was discarded. A sanitizer build keeps freed
+        # buffers in quarantine, so there only the peak is checked, loosely.
+        if os.environ.get("STRATA_SANITIZED", "0") == "0":
+            self.assertLess(peak - rss_before, 72 * 1024, (rss_before, peak))
+            self.assertLess(rss_after - rss_before, 8 * 1024, (rss_before, rss_after))
+        else:
+            self.assertLess(peak - rss_before, 128 * 1024, (rss_before, peak))
 
     def test_deep_nesting_is_refused(self):
         c = self.d.client().negotiate()
