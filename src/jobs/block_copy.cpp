@@ -40,6 +40,20 @@ Child* backing_child(const Node& node) {
   return nullptr;
 }
 
+}  // namespace
+
+Child* chain_link(const Node& node) {
+  if (Child* filtered = filtered_child(node)) return filtered;
+  return node.child("backing");
+}
+
+Node* next_in_chain(const Node& node) {
+  Child* link = chain_link(node);
+  return link != nullptr ? &link->node() : nullptr;
+}
+
+namespace {
+
 // The target's cluster size (looking through filters to the format node that has one), but at
 // least a page and the target's request alignment.
 uint64_t target_granularity(Node& target) {

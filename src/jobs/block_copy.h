@@ -96,6 +96,11 @@ struct ChainStatus {
   bool zero = false;       // the range reads as zeroes
 };
 
+// The link from `node` down its chain: a filter's filtered child, else the backing child;
+// nullptr at the bottom. next_in_chain is the node it leads to.
+Child* chain_link(const Node& node);
+Node* next_in_chain(const Node& node);
+
 // Status of a prefix of [offset, offset + bytes) in the chain from `top` down to, but not
 // including, `base` (nullptr: to the end of the chain). Filters are looked through (their
 // filtered child is the next layer), format layers fall through to their backing child where

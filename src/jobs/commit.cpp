@@ -40,22 +40,6 @@ Task<Result<std::unique_ptr<Driver>>> open_commit_top(OpenContext& ctx) {
 
 const DriverClass kCommitTop{"commit_top", DriverKind::kFilter, &open_commit_top};
 
-// The next node down a chain: a filter's filtered child, else the backing child.
-Node* next_in_chain(const Node& node) {
-  for (Child* c : node.children()) {
-    if (has_role(c->role(), ChildRole::kFiltered)) return &c->node();
-  }
-  Child* backing = node.child("backing");
-  return backing != nullptr ? &backing->node() : nullptr;
-}
-
-Child* chain_link(const Node& node) {
-  for (Child* c : node.children()) {
-    if (has_role(c->role(), ChildRole::kFiltered)) return c;
-  }
-  return node.child("backing");
-}
-
 class CommitJob final : public Job, public BlockCopyHost {
  public:
   CommitJob(Engine& engine, JobOptions options, CommitArgs args)

@@ -23,19 +23,6 @@ constexpr uint64_t kStreamChunk = 512 * 1024;
 
 bool is_filter(const Node& node) { return node.driver_class().kind == DriverKind::kFilter; }
 
-// The link down a chain: a filter's filtered child, else the backing child.
-Child* chain_link(const Node& node) {
-  for (Child* c : node.children()) {
-    if (has_role(c->role(), ChildRole::kFiltered)) return c;
-  }
-  return node.child("backing");
-}
-
-Node* next_in_chain(const Node& node) {
-  Child* link = chain_link(node);
-  return link != nullptr ? &link->node() : nullptr;
-}
-
 // `node`'s backing node with the filters below it skipped, or nullptr.
 Node* backing_skipping_filters(const Node& node) {
   Child* backing = node.child("backing");
