@@ -30,6 +30,7 @@
 namespace strata {
 
 class Child;
+class DirtyBitmap;
 class Engine;
 class EventLoop;
 
@@ -161,6 +162,16 @@ class Node final : public Parent {
   // graph layer stops them from starting while it drains.
   Task<void> drain();
   uint64_t in_flight() const { return in_flight_; }
+  // Write-class requests in flight (write, write-zeroes, discard, truncate).
+  uint64_t writes_in_flight() const { return writes_in_flight_; }
+  // Waits until no write-class request is in flight; reads may go on meanwhile.
+  Task<void> drain_writes();
+
+  // Every write-class request that ends marks its range in each of these bitmaps (see
+  // dirty_bitmap.h). REQUIRES: the bitmap outlives its attachment; removed before it goes.
+  void add_dirty_bitmap(DirtyBitmap& bitmap) { dirty_bitmaps_.push_back(&bitmap); }
+  void remove_dirty_bitmap(DirtyBitmap& bitmap);
+  const std::vector<DirtyBitmap*>& dirty_bitmaps() const { return dirty_bitmaps_; }
 
   // The largest offset + bytes a request may reach (QEMU's BDRV_MAX_LENGTH: INT64_MAX rounded
   // down to 1 GiB, so aligning a request up never overflows).
@@ -226,6 +237,9 @@ class Node final : public Parent {
   nlohmann::json driver_options_ = nlohmann::json::object();
 
   uint64_t in_flight_ = 0;
+  uint64_t writes_in_flight_ = 0;
+  std::vector<DirtyBitmap*> dirty_bitmaps_;
+  std::vector<std::coroutine_handle<>> write_drain_waiters_;
   // Every request in flight, oldest first (an intrusive list: the entries live in the
   // requests' coroutine frames, so tracking costs no allocation).
   TrackedRequest* tracked_head_ = nullptr;

@@ -21,6 +21,7 @@
 #include "strata/align.h"
 #include "strata/checked.h"
 #include "strata/child.h"
+#include "strata/dirty_bitmap.h"
 #include "strata/event_loop.h"
 #include "strata/node.h"
 
@@ -136,6 +137,7 @@ void Node::begin_request(TrackedRequest& req) {
   }
   tracked_tail_ = &req;
   if (req.serialising) ++serialising_;
+  if (req.writes) ++writes_in_flight_;
   ++in_flight_;
 }
 
@@ -143,6 +145,14 @@ void Node::end_request(TrackedRequest& req) {
   (req.prev != nullptr ? req.prev->next : tracked_head_) = req.next;
   (req.next != nullptr ? req.next->prev : tracked_tail_) = req.prev;
   if (req.serialising) --serialising_;
+  if (req.writes) {
+    --writes_in_flight_;
+    // Failed or not: a failed write may have changed part of its range.
+    for (DirtyBitmap* bitmap : dirty_bitmaps_) bitmap->set(req.offset, req.end - req.offset);
+    if (writes_in_flight_ == 0 && !write_drain_waiters_.empty()) {
+      resume_all_later(loop(), std::exchange(write_drain_waiters_, {}));
+    }
+  }
   --in_flight_;
   if (!req.waiters.empty()) resume_all_later(loop(), std::move(req.waiters));
   if (in_flight_ == 0 && !drain_waiters_.empty()) {
@@ -165,6 +175,18 @@ Task<void> Node::wait_for_overlapping(TrackedRequest& req) {
     Enqueue wait{&blocker->waiters};
     co_await wait;
   }
+}
+
+void Node::remove_dirty_bitmap(DirtyBitmap& bitmap) {
+  std::erase(dirty_bitmaps_, &bitmap);
+}
+
+Task<void> Node::drain_writes() {
+  if (writes_in_flight_ == 0) co_return;
+  do {
+    Enqueue wait{&write_drain_waiters_};
+    co_await wait;
+  } while (writes_in_flight_ > 0);
 }
 
 Task<void> Node::drain() {

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "strata/dirty_bitmap.h"
 #include "test_drivers.h"
 
 namespace strata::testing {
@@ -526,6 +527,82 @@ TEST_F(RequestTest, TruncateChangesSizeThroughTheDriver) {
   ASSERT_TRUE(run_sync(loop, blk->truncate(1 << 20, false, PreallocMode::kOff)).has_value());
   EXPECT_EQ(blk->size(), 1u << 20);
   EXPECT_EQ(disk.calls_of("truncate").size(), 1u);
+}
+
+// ---- dirty tracking (dirty_bitmap.h) ----
+
+TEST(DirtyBitmapTest, SetResetCountAndSearchAtTheGranularity) {
+  DirtyBitmap bm(10 * 4096 + 100, 4096);  // 11 granules, the last one 100 bytes long
+  EXPECT_EQ(bm.count(), 0u);
+  EXPECT_FALSE(bm.next_dirty(0).has_value());
+  bm.set(4095, 2);  // touches granules 0 and 1
+  EXPECT_EQ(bm.count(), 8192u);
+  EXPECT_TRUE(bm.get(0));
+  EXPECT_TRUE(bm.get(8191));
+  EXPECT_FALSE(bm.get(8192));
+  bm.set(4096, 1);  // already dirty: no change
+  EXPECT_EQ(bm.count(), 8192u);
+  EXPECT_EQ(bm.next_dirty(0), 0u);
+  EXPECT_EQ(bm.next_dirty(5000), 4096u);  // the granule holding 5000
+  EXPECT_FALSE(bm.next_dirty(8192).has_value());
+  EXPECT_EQ(bm.dirty_run(0, 1 << 20), 8192u);
+  EXPECT_EQ(bm.dirty_run(0, 4096), 4096u);
+  bm.set(10 * 4096, 1);  // the short last granule counts its 100 bytes only
+  EXPECT_EQ(bm.count(), 8192u + 100);
+  EXPECT_EQ(bm.next_dirty(8192), 10u * 4096);
+  EXPECT_EQ(bm.dirty_run(10 * 4096, 1 << 20), 100u);
+  bm.reset(0, 4096);
+  EXPECT_EQ(bm.count(), 4096u + 100);
+  EXPECT_EQ(bm.next_dirty(0), 4096u);
+  bm.set(1 << 30, 4096);  // past the size: ignored
+  bm.reset(0, 1 << 30);   // clamped to the size
+  EXPECT_EQ(bm.count(), 0u);
+  EXPECT_FALSE(bm.next_dirty(0).has_value());
+}
+
+TEST(DirtyBitmapTest, SearchCrossesWordsAndReportsNewDirtOnce) {
+  DirtyBitmap bm(uint64_t{1} << 30, 65536);  // 16384 granules, 256 words
+  int notified = 0;
+  bm.set_on_dirty([&] { ++notified; });
+  bm.set(uint64_t{700} << 16, 3 << 16);
+  EXPECT_EQ(notified, 1);
+  bm.set(uint64_t{701} << 16, 1);  // nothing new
+  EXPECT_EQ(notified, 1);
+  EXPECT_EQ(bm.next_dirty(0), uint64_t{700} << 16);
+  EXPECT_EQ(bm.dirty_run(uint64_t{700} << 16, uint64_t{1} << 30), uint64_t{3} << 16);
+  bm.set((uint64_t{1} << 30) - 1, 1);
+  EXPECT_EQ(bm.next_dirty(uint64_t{703} << 16), (uint64_t{1} << 30) - 65536);
+  EXPECT_EQ(bm.count(), uint64_t{4} << 16);
+}
+
+TEST_F(RequestTest, EveryWriteClassRequestMarksAttachedBitmapsReadsDoNot) {
+  TestDisk& disk = open_disk({{"discard", "unmap"}}, 64 * 1024);
+  NodeLimits lim;
+  lim.supports_write_zeroes = true;
+  lim.supports_discard = true;
+  use_limits(lim);
+  attach_user();
+  DirtyBitmap bm(64 * 1024, 4096);
+  node->add_dirty_bitmap(bm);
+  std::vector<uint8_t> buf(100, 1);
+  ASSERT_TRUE(read(0, buf).has_value());
+  EXPECT_EQ(bm.count(), 0u);
+  ASSERT_TRUE(write(4096 + 10, buf).has_value());
+  EXPECT_EQ(bm.count(), 4096u);
+  EXPECT_TRUE(bm.get(4096));
+  ASSERT_TRUE(zeroes(16384, 8192).has_value());
+  EXPECT_EQ(bm.count(), 3 * 4096u);
+  ASSERT_TRUE(run_sync(loop, blk->discard(32768, 4096)).has_value());
+  EXPECT_EQ(bm.count(), 4 * 4096u);
+  // A failed write may have changed its range: it counts too.
+  disk.zeroes_errno = EIO;
+  EXPECT_FALSE(zeroes(49152, 4096).has_value());
+  EXPECT_TRUE(bm.get(49152));
+  EXPECT_EQ(node->writes_in_flight(), 0u);
+  // Once removed, the bitmap sees nothing more.
+  node->remove_dirty_bitmap(bm);
+  ASSERT_TRUE(write(0, buf).has_value());
+  EXPECT_FALSE(bm.get(0));
 }
 
 }  // namespace
