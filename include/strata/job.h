@@ -217,6 +217,11 @@ class Job : public Parent {
   Task<ErrorAction> handle_error(bool is_read, Error error);
   // running -> ready, with BLOCK_JOB_READY.
   void set_ready();
+  // Sleeps up to `ns` (0: one turn of the loop), as QEMU's job_sleep_ns; cut short by pause,
+  // cancel, a faster speed and wake(). Not a pause point: call pause_point() after it.
+  Task<void> sleep(uint64_t ns) { return sleep_ns(ns); }
+  // Cuts a sleep() short: new work arrived, or job-complete.
+  void wake() { wake_sleep(); }
 
   // QEMU's block_job_add_bdrv: holds `node` through an edge called `edge_name` ("main node",
   // "base", "intermediate node", "source", "target", "active node"), with the job as parent.

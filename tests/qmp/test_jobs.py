@@ -306,6 +306,35 @@ def mask_progress(log):
     return out
 
 
+def active_commit(r, verb):
+    """Active commit of the device node into format-0: ready, then `verb` (job-complete,
+    block-job-cancel or job-cancel). Returns the nodes as they were while ready; the node
+    listing is left out of the log (its paths and order differ between daemons)."""
+    r.cmd("block-commit", {"device": "format-2", "base-node": "format-0", "job-id": "a0"})
+    r.wait("BLOCK_JOB_READY")
+    r.cmd("query-block-jobs")
+    nodes = {n["node-name"]: n for n in r.c.cmd("query-named-block-nodes")["return"]}
+    r.cmd(verb, {"device": "a0"} if verb == "block-job-cancel" else {"id": "a0"})
+    r.wait("JOB_STATUS_CHANGE", "null")
+    return nodes
+
+
+def active_commit_golden(verb, length=512 << 10):
+    progress = {"device": "a0", "len": length, "offset": length, "speed": 0, "type": "commit"}
+    end = "BLOCK_JOB_CANCELLED" if verb == "job-cancel" else "BLOCK_JOB_COMPLETED"
+    tail = [status_event("a0", "waiting"), status_event("a0", "pending"),
+            {"event": end, "data": progress}]
+    if verb == "job-cancel":
+        tail = [status_event("a0", "aborting"), {"event": end, "data": progress}]
+    return [status_event("a0", "created"), status_event("a0", "running"), OK,
+            status_event("a0", "ready"), {"event": "BLOCK_JOB_READY", "data": progress},
+            {"return": [{"auto-finalize": True, "io-status": "ok", "device": "a0",
+                         "auto-dismiss": True, "busy": False, "len": length,
+                         "offset": length, "status": "ready", "paused": False, "speed": 0,
+                         "ready": True, "type": "commit"}]},
+            OK] + tail + [status_event("a0", "concluded"), status_event("a0", "null")]
+
+
 def event_order_insensitive(log):
     """QEMU sends a cancel's events after or before its reply depending on timing: compare
     the replies in order and the events in order, separately."""
@@ -341,12 +370,45 @@ class JobCommandsTest(unittest.TestCase):
         self.assertEqual(r.log, [status_event("job0", "created"), status_event("job0", "null"),
                                  error("Parameter 'speed' expects a non-negative value")])
 
-    def test_active_commit_is_refused_as_unimplemented(self):
-        r = self.run_on(DAEMON, lambda r: r.cmd("block-commit",
-                                                {"device": "format-2", "job-id": "j"}))
-        self.assertEqual(len(r.log), 1)
-        self.assertEqual(r.log[0]["error"]["class"], "GenericError")
-        self.assertIn("not implemented", r.log[0]["error"]["desc"])
+    def test_active_commit_pivots_to_base(self):
+        session = JobSession(DAEMON)
+        try:
+            r = session.r
+            nodes = active_commit(r, "job-complete")
+            self.assertEqual(r.log, active_commit_golden("job-complete"))
+            # While ready, top carries the job's dirty bitmap, as in QEMU.
+            self.assertEqual(nodes["format-2"]["dirty-bitmaps"], [
+                {"recording": True, "persistent": False, "busy": False, "granularity": 65536,
+                 "count": 0}])
+            after = {n["node-name"]: n for n in r.c.cmd("query-named-block-nodes")["return"]}
+            self.assertNotIn("dirty-bitmaps", after["format-2"])
+            self.assertEqual([n for n in after if n.startswith("#")], [])
+            # Base took the place of a read-only top: read-only too, and its storage with it.
+            self.assertTrue(after["format-0"]["ro"])
+            self.assertFalse(after["file-0"]["x-storage-read-write"])
+            self.assertEqual(r.access, [("file-0", True), ("file-0", False)])
+            r.c.cmd("quit")
+            session.d.wait()
+            for path in session.paths:
+                subprocess.run(["qemu-img", "check", "-q", path], check=True)
+            # Base alone now reads as the whole chain did.
+            subprocess.run(["qemu-img", "compare", "-q", "-F", "qcow2", session.paths[0],
+                            session.paths[2]], check=True)
+        finally:
+            session.close()
+
+    def test_soft_cancel_of_a_ready_active_commit_keeps_top_and_base_read_only(self):
+        session = JobSession(DAEMON)
+        try:
+            r = session.r
+            active_commit(r, "block-job-cancel")
+            self.assertEqual(r.log, active_commit_golden("block-job-cancel"))
+            after = {n["node-name"]: n for n in r.c.cmd("query-named-block-nodes")["return"]}
+            # QEMU leaves base writable here; nobody writes it, so Strata does not.
+            self.assertTrue(after["format-0"]["ro"])
+            self.assertFalse(after["file-0"]["x-storage-read-write"])
+        finally:
+            session.close()
 
     def test_manual_finalize_and_dismiss(self):
         r = self.run_on(DAEMON, manual_lifecycle)
@@ -442,6 +504,15 @@ class JobDifferentialTest(unittest.TestCase):
     def test_manual_finalize_and_dismiss(self):
         self.assertEqual(self.run_on(QSD, manual_lifecycle).log,
                          self.run_on(DAEMON, manual_lifecycle).log)
+
+    def test_active_commit(self):
+        for verb in ("job-complete", "block-job-cancel", "job-cancel"):
+            with self.subTest(verb=verb):
+                qsd = self.run_on(QSD, lambda r: active_commit(r, verb)).log
+                self.assertEqual(event_order_insensitive(qsd),
+                                 event_order_insensitive(active_commit_golden(verb)))
+                strata = self.run_on(DAEMON, lambda r: active_commit(r, verb)).log
+                self.assertEqual(event_order_insensitive(strata), event_order_insensitive(qsd))
 
     def test_verbs_on_a_running_and_paused_job(self):
         qsd = event_order_insensitive(mask_progress(self.run_on(QSD, paused_stream).log))

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "commit.h"
+#include "mirror.h"
 #include "strata/block_backend.h"
 #include "strata/child.h"
 #include "strata/engine.h"
@@ -316,10 +317,11 @@ Task<Result<Json>> block_commit(BlockCommands& commands, Json arguments) {
   auto options = job_options(req->common);
   if (!options) co_return options.error();
   if (top_is_active || top_has_writer) {
-    co_return fail(ENOTSUP,
-                   "Active commit (top '{}' is the active layer or has a writer) is not "
-                   "implemented in strata-daemon yet; commit an image below the active layer",
-                   nodes->top->name());
+    ActiveCommitArgs active{nodes->top, nodes->base, req->filter_node_name.value_or("")};
+    auto start = start_active_commit_job(**manager, engine, std::move(*options), active);
+    auto started = co_await start;
+    if (!started) co_return started.error();
+    co_return Json::object();
   }
   CommitArgs commit_args{nodes->top, nodes->base, req->backing_file.value_or(""),
                          req->backing_mask_protocol.value_or(false),

@@ -7,6 +7,7 @@
 #include "block_commands.h"
 #include "strata/block_backend.h"
 #include "strata/child.h"
+#include "strata/dirty_bitmap.h"
 #include "strata/node.h"
 #include "strata/options.h"
 
@@ -121,6 +122,18 @@ Json node_info(Node& node, bool flat) {
   info["cache"] = Json{
       {"writeback", true}, {"direct", options.cache_direct}, {"no-flush", options.cache_no_flush}};
   info["write_threshold"] = 0;
+  // The bitmaps jobs keep (an active commit's on its top); unnamed, as QEMU lists them.
+  if (!node.dirty_bitmaps().empty()) {
+    Json bitmaps = Json::array();
+    for (const DirtyBitmap* bitmap : node.dirty_bitmaps()) {
+      bitmaps.push_back(Json{{"recording", true},
+                             {"persistent", false},
+                             {"busy", false},
+                             {"granularity", bitmap->granularity()},
+                             {"count", bitmap->count()}});
+    }
+    info["dirty-bitmaps"] = std::move(bitmaps);
+  }
   info["auto-read-only"] = access.auto_read_only;
   info["x-storage-read-write"] = access.storage_read_write;
   return info;

@@ -78,6 +78,7 @@ constexpr SchemaMember kBlockDeviceInfo[] = {
     {"image", "ImageInfo"},
     {"cache", "BlockdevCacheInfo"},
     {"write_threshold", "int"},
+    {"dirty-bitmaps", "[BlockDirtyInfo]", true},
     // Strata's additions (docs/qmp.md).
     {"auto-read-only", "bool"},
     {"x-storage-read-write", "bool"},
@@ -86,6 +87,9 @@ constexpr SchemaMember kImageInfo[] = {{"filename", "str"},
                                        {"format", "str"},
                                        {"virtual-size", "int"},
                                        {"backing-image", "ImageInfo", true}};
+constexpr SchemaMember kDirtyInfo[] = {{"name", "str", true},  {"count", "int"},
+                                       {"granularity", "int"}, {"recording", "bool"},
+                                       {"busy", "bool"},       {"persistent", "bool"}};
 constexpr SchemaMember kCacheInfo[] = {
     {"writeback", "bool"}, {"direct", "bool"}, {"no-flush", "bool"}};
 constexpr SchemaMember kBlockInfo[] = {
@@ -162,6 +166,7 @@ constexpr TypeSpec kTypes[] = {
     {"BlockDeviceInfo", Meta::kObject, kBlockDeviceInfo},
     {"ImageInfo", Meta::kObject, kImageInfo},
     {"BlockdevCacheInfo", Meta::kObject, kCacheInfo},
+    {"BlockDirtyInfo", Meta::kObject, kDirtyInfo},
     {"BlockInfo", Meta::kObject, kBlockInfo},
     {"XDbgBlockGraph", Meta::kObject, kGraph},
     {"XDbgBlockGraphNode", Meta::kObject, kGraphNode},
