@@ -88,6 +88,8 @@ run_once() {
 median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 [ -w /proc/sys/vm/drop_caches ] || echo "commit_bench: cannot drop the page cache (not root?)"
+# The machine may be shared: the load average goes with the figures.
+echo "commit_bench: load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 qemu_times=()
 strata_times=()
 for ((i = 0; i < reps; i++)); do
@@ -107,3 +109,4 @@ strata_median=$(printf '%s\n' "${strata_times[@]}" | median)
 printf '%-12s %10s\n' tool "median s"
 printf '%-12s %10s\n' qemu-img "$qemu_median" strata-img "$strata_median"
 echo "$qemu_median $strata_median" | awk '{printf "ratio qemu/strata: %.2fx\n", $1 / $2}'
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"

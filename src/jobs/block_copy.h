@@ -21,6 +21,16 @@
 // chunk again. The copy never returns while a request it issued is in flight. The target is not
 // flushed: that is the job's business, at the point its semantics need it.
 //
+// Order (BlockCopyOptions::order): by default chunks are planned and copied in ascending guest
+// offsets, each planned just before it is issued, so a source that changes meanwhile (a job's
+// running guest) is seen as it is then. kSourceLayout plans a window of the range first and
+// copies its data chunks in the order their data lies in the source's files: a qcow2 image's
+// clusters lie in the order they were written, not in guest order, so guest order turns one
+// streaming read of the file into a seek per extent (measured: 256 MiB in 500 extents, cold
+// page cache, 16 in flight: 0.24 s in guest order, 0.12-0.16 s in file order). It is for a
+// source nothing writes while the copy runs (the plan is not revisited), such as a one-shot
+// tool's commit.
+//
 // Threading: event loop thread only. The backends, the base node and the host must outlive
 // run(); one BlockCopy runs once.
 #pragma once
@@ -59,6 +69,9 @@ class BlockCopyHost {
 
 enum class BlockCopyMode { kAll, kAllocatedAbove };
 
+// The order data chunks are copied in (file comment).
+enum class BlockCopyOrder { kGuest, kSourceLayout };
+
 struct BlockCopyOptions {
   // Measured once on a 256 MiB raw file copy with cache.direct=on (noisy, shared machine):
   // 64 KiB chunks need 16 in flight to reach ~780 MiB/s; from 256 KiB up every setting with 4
@@ -77,6 +90,7 @@ struct BlockCopyOptions {
   uint32_t max_in_flight = kDefaultMaxInFlight;
   // Write-zeroes may deallocate on the target (ReqFlags::kMayUnmap).
   bool unmap = true;
+  BlockCopyOrder order = BlockCopyOrder::kGuest;
 };
 
 // What a copy did, for tests and for the job's statistics.
@@ -94,6 +108,10 @@ struct ChainStatus {
   uint64_t bytes = 0;      // how far from the queried offset this answer holds
   bool allocated = false;  // some layer above `base` decides the content
   bool zero = false;       // the range reads as zeroes
+  // Where the deciding layer keeps the data (its kOffsetValid answer): `map` in `file`;
+  // file == nullptr when it did not say (zeroes, compressed clusters, nothing above base).
+  Node* file = nullptr;
+  uint64_t map = 0;
 };
 
 // The link from `node` down its chain: a filter's filtered child, else the backing child;
@@ -129,11 +147,14 @@ class BlockCopy {
   uint64_t granularity() const { return granularity_; }
 
  private:
-  enum class Action { kCopy, kZero, kSkip };
+  // kIgnored: the chunk could not be planned and the host chose to ignore that.
+  enum class Action { kCopy, kZero, kSkip, kIgnored };
   struct Chunk {
     uint64_t offset = 0;
     uint64_t bytes = 0;
     Action action = Action::kCopy;
+    Node* file = nullptr;  // where the source's data lies (ChainStatus), for kSourceLayout
+    uint64_t map = 0;
   };
   struct BufferFree {
     void operator()(uint8_t* p) const;
@@ -147,7 +168,17 @@ class BlockCopy {
   };
 
   Task<Result<Chunk>> plan(uint64_t offset);
+  // plan() with planning errors decided by the host (kRetry plans again, kIgnore gives a
+  // kIgnored chunk up to the next chunk boundary); an error is the one to report.
+  Task<Result<Chunk>> plan_decided(uint64_t offset);
+  // Counts a chunk that needs no request as done; false for one that needs a request.
+  bool settle_without_request(const Chunk& chunk);
+  static void sort_by_layout(std::vector<Chunk>& chunks);
   Task<Result<void>> issue_all();
+  Task<Result<void>> issue_window(std::vector<Chunk> window);
+  // Waits for the rate limit and a free slot, then starts the chunk; false when an error
+  // being reported stopped the copy meanwhile.
+  Task<bool> issue(Chunk chunk);
   Task<void> copy_chunk(Chunk chunk);
   // Performs one chunk's requests; the failure, if one failed.
   Task<std::optional<Failure>> transfer(Chunk chunk);

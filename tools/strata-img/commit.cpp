@@ -244,6 +244,9 @@ Task<Result<void>> copy_into_base(CommitContext c) {
         copy_options.bytes = len;
         copy_options.mode = BlockCopyMode::kAllocatedAbove;
         copy_options.base = &base;
+        // Nothing else writes the image while the tool runs: read it in the order its data
+        // lies in the file (block_copy.h).
+        copy_options.order = BlockCopyOrder::kSourceLayout;
         BlockCopy copy(top, *target, host, copy_options);
         auto run = copy.run();
         result = co_await run;

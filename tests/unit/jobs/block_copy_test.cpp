@@ -603,5 +603,129 @@ TEST_F(BlockCopyChainTest, CopyAllOfTheChainEqualsWhatTopReads) {
   EXPECT_EQ(bc.stats().bytes_copied, 4 * kMiB - 64 * kKiB);
 }
 
+// ---- source layout order: a qcow2 overlay whose clusters were written out of guest order ----
+
+class BlockCopyLayoutTest : public BlockCopyTest {
+ protected:
+  // top.qcow2 over base.qcow2: a zero cluster at 0, then data written at 3M, 1M and 2M in that
+  // order, so the host clusters lie in the file as 3M < 1M < 2M.
+  void SetUp() override {
+    dir_ = "/dev/shm/strata-block-copy-layout-" + std::to_string(getpid());
+    std::filesystem::create_directories(dir_);
+    std::string script = "cd " + dir_ +
+                         " && qemu-img create -q -f qcow2 base.qcow2 4M"
+                         " && qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2"
+                         " && qemu-io -f qcow2 -c 'write -z 0 64k' -c 'write -P 0x33 3M 64k'"
+                         " -c 'write -P 0x11 1M 128k' -c 'write -P 0x22 2M 64k' top.qcow2"
+                         " >/dev/null";
+    ASSERT_EQ(std::system(script.c_str()), 0) << script;
+    top_ = add({{"driver", "qcow2"},
+                {"node-name", "top"},
+                {"file", {{"driver", "file"}, {"filename", dir_ + "/top.qcow2"}}}});
+    ASSERT_NE(top_, nullptr);
+    base_ = &top_->child("backing")->node();
+  }
+  void TearDown() override {
+    backends_.clear();
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  using Calls = std::vector<std::tuple<bool, uint64_t, uint64_t>>;
+  // Commits top above base into a probe disk, one request at a time so the order is the
+  // order of issue; returns the target's calls.
+  Calls copy_in_order(BlockCopyOrder order, TestHost& host, Result<void>* result = nullptr) {
+    Node* dst = add({{"driver", "probe-disk"}, {"size", 4 * kMiB}, {"discard", "unmap"}});
+    BlockBackend* in = attach(top_, kRead);
+    BlockBackend* out = attach(dst, kReadWrite);
+    BlockCopyOptions opts;
+    opts.bytes = 4 * kMiB;
+    opts.mode = BlockCopyMode::kAllocatedAbove;
+    opts.base = base_;
+    opts.max_in_flight = 1;
+    opts.order = order;
+    BlockCopy bc(*in, *out, host, opts);
+    Result<void> r = copy(bc);
+    if (result != nullptr)
+      *result = r;
+    else
+      EXPECT_TRUE(r) << r.error().message();
+    Calls calls;
+    for (const ProbeCall& c : probe(dst).calls) calls.emplace_back(c.zeroes, c.offset, c.bytes);
+    if (r) {
+      EXPECT_EQ(read(out, 3 * kMiB, 64 * kKiB), read(in, 3 * kMiB, 64 * kKiB));
+      EXPECT_EQ(read(out, kMiB, 128 * kKiB), std::vector<uint8_t>(128 * kKiB, 0x11));
+      EXPECT_EQ(bc.stats().bytes_copied, 256 * kKiB);
+      EXPECT_EQ(bc.stats().bytes_zeroed, 64 * kKiB);
+      EXPECT_EQ(bc.stats().bytes_skipped, 4 * kMiB - 320 * kKiB);
+    }
+    return calls;
+  }
+
+  std::string dir_;
+  Node* top_ = nullptr;
+  Node* base_ = nullptr;
+};
+
+TEST_F(BlockCopyLayoutTest, ChainStatusSaysWhereTheDataLies) {
+  Node* file = &top_->child("file")->node();
+  uint64_t maps[3] = {};
+  const uint64_t offsets[3] = {3 * kMiB, 1 * kMiB, 2 * kMiB};  // in the order written
+  for (int i = 0; i < 3; ++i) {
+    auto st = run_sync(loop_, chain_status(*top_, base_, offsets[i], 64 * kKiB));
+    ASSERT_TRUE(st) << st.error().message();
+    EXPECT_TRUE(st->allocated);
+    EXPECT_EQ(st->file, file);
+    maps[i] = st->map;
+  }
+  EXPECT_LT(maps[0], maps[1]);
+  EXPECT_LT(maps[1], maps[2]);
+  // A zero cluster and a range nothing above base holds have no place in a file.
+  auto zero = run_sync(loop_, chain_status(*top_, base_, 0, 64 * kKiB));
+  ASSERT_TRUE(zero);
+  EXPECT_TRUE(zero->zero);
+  EXPECT_EQ(zero->file, nullptr);
+  auto below = run_sync(loop_, chain_status(*top_, base_, 512 * kKiB, 64 * kKiB));
+  ASSERT_TRUE(below);
+  EXPECT_FALSE(below->allocated);
+  EXPECT_EQ(below->file, nullptr);
+}
+
+TEST_F(BlockCopyLayoutTest, GuestOrderCopiesByAscendingOffset) {
+  TestHost host;
+  EXPECT_EQ(copy_in_order(BlockCopyOrder::kGuest, host), (Calls{{true, 0, 64 * kKiB},
+                                                                {false, 1 * kMiB, 128 * kKiB},
+                                                                {false, 2 * kMiB, 64 * kKiB},
+                                                                {false, 3 * kMiB, 64 * kKiB}}));
+}
+
+TEST_F(BlockCopyLayoutTest, SourceLayoutOrderCopiesByPlaceInTheFileZeroesFirst) {
+  TestHost host;
+  EXPECT_EQ(copy_in_order(BlockCopyOrder::kSourceLayout, host),
+            (Calls{{true, 0, 64 * kKiB},
+                   {false, 3 * kMiB, 64 * kKiB},
+                   {false, 1 * kMiB, 128 * kKiB},
+                   {false, 2 * kMiB, 64 * kKiB}}));
+  EXPECT_EQ(host.total, 4 * kMiB);
+  EXPECT_EQ(host.progress, 4 * kMiB);
+  EXPECT_EQ(host.rate_limited, 256 * kKiB);
+}
+
+TEST_F(BlockCopyLayoutTest, SourceLayoutOrderStopsIssuingWhenCancelled) {
+  // Planning the 4 MiB passes one pause point per planned chunk (skipped ranges included);
+  // issuing passes one more per chunk to issue. Cancel at the second of those: only the
+  // write-zeroes was issued.
+  TestHost planner;
+  copy_in_order(BlockCopyOrder::kSourceLayout, planner);
+  const uint64_t planning_points = planner.pause_points - 4;
+  TestHost host;
+  host.cancel_at = planning_points + 2;
+  Result<void> r;
+  Calls calls = copy_in_order(BlockCopyOrder::kSourceLayout, host, &r);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().err(), ECANCELED);
+  EXPECT_EQ(calls, (Calls{{true, 0, 64 * kKiB}}));
+}
+
 }  // namespace
 }  // namespace strata
