@@ -6,7 +6,8 @@
 // While the job runs:
 //   - a copy-on-read filter sits above the node being filled (every parent of it now reads
 //     through the filter), so a guest read of a range the node does not have populates it too;
-//     the job itself copies by reading through the same filter;
+//     the job itself copies by reading through the same filter, several chunks at once (the
+//     filter keeps overlapping copies and writes apart; the job's chunks never overlap);
 //   - the job reads through its own handle on the filter (CONSISTENT_READ); the device is held
 //     by an "active node" job edge sharing everything but RESIZE (the length is read once);
 //   - every node from the device's backing down to bottom (included) is held by an

@@ -22,8 +22,10 @@
 #include "strata/child.h"
 #include "strata/engine.h"
 #include "strata/event_loop.h"
+#include "strata/filter.h"
 #include "strata/job.h"
 #include "strata/node.h"
+#include "strata/open_context.h"
 
 namespace strata {
 namespace {
@@ -56,6 +58,47 @@ Task<void> write_pattern(BlockBackend* blk, uint64_t offset, uint64_t bytes, uin
   ++*done;
 }
 
+// A test filter whose reads take 20 turns of the event loop before they pass through, and
+// which counts how many of them are under way at once.
+int g_reads_in_flight = 0;
+int g_max_reads_in_flight = 0;
+int g_reads_started = 0;
+
+class SlowReadDriver final : public FilterDriver {
+ public:
+  SlowReadDriver(Child& file, EventLoop& loop) : FilterDriver(file), loop_(&loop) {}
+  Task<Result<void>> preadv(uint64_t offset, uint64_t bytes, IoVec iov, ReqFlags flags) override {
+    ++g_reads_started;
+    g_max_reads_in_flight = std::max(g_max_reads_in_flight, ++g_reads_in_flight);
+    for (int i = 0; i < 20; ++i) {
+      auto turn = loop_->yield();
+      co_await turn;
+    }
+    auto read = FilterDriver::preadv(offset, bytes, std::move(iov), flags);
+    auto result = co_await read;
+    --g_reads_in_flight;
+    co_return result;
+  }
+
+ private:
+  EventLoop* loop_;
+};
+
+Task<Result<std::unique_ptr<Driver>>> open_slow_read(OpenContext& ctx) {
+  auto open = ctx.open_child("file", ChildRole::kFiltered | ChildRole::kPrimary, true);
+  auto child = co_await open;
+  if (!child) co_return child.error();
+  co_return std::unique_ptr<Driver>(std::make_unique<SlowReadDriver>(**child, ctx.loop()));
+}
+
+const DriverClass kSlowRead = {"slow-read", DriverKind::kFilter, &open_slow_read};
+
+std::vector<const DriverClass*> test_drivers() {
+  std::vector<const DriverClass*> drivers(builtin_drivers().begin(), builtin_drivers().end());
+  drivers.push_back(&kSlowRead);
+  return drivers;
+}
+
 class StreamJobTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -70,7 +113,7 @@ class StreamJobTest : public ::testing::Test {
                     std::to_string(i * kSlot) + " 64k' " + image(i)),
                 "");
     }
-    engine_ = std::make_unique<Engine>(loop_, builtin_drivers());
+    engine_ = std::make_unique<Engine>(loop_, drivers_);
     jobs_ = std::make_unique<JobManager>(*engine_);
     jobs_->add_listener([this](std::string_view name, json data) {
       if (name == "JOB_STATUS_CHANGE") {
@@ -112,7 +155,10 @@ class StreamJobTest : public ::testing::Test {
                      {"node-name", "format-" + n},
                      {"read-only", !(writable && i == kImages - 1)}};
       format["file"] = "file-" + n;
-      if (i == fault_at) {
+      if (i == fault_at && fault.contains("driver")) {
+        format["file"] = {
+            {"driver", fault["driver"]}, {"node-name", "slow"}, {"file", "file-" + n}};
+      } else if (i == fault_at) {
         // Disarmed while the image opens; arm_fault() arms it.
         format["file"] = {{"driver", "fault-inject"},
                           {"node-name", "fault"},
@@ -128,7 +174,7 @@ class StreamJobTest : public ::testing::Test {
     auto guest = engine_->attach_backend(*node("format-3"), "", perm, Perm::kAll);
     ASSERT_TRUE(guest.has_value()) << guest.error().message();
     guest_ = std::move(*guest);
-    if (fault_at >= 0) {
+    if (fault_at >= 0 && !fault.contains("driver")) {
       fault["node-name"] = "fault";
       if (!fault.contains("nth")) fault["nth"] = 1;
       auto armed = run_sync(loop_, engine_->reopen({fault}, OptionSyntax::kJson, true));
@@ -186,6 +232,7 @@ class StreamJobTest : public ::testing::Test {
     engine_.reset();
   }
 
+  std::vector<const DriverClass*> drivers_ = test_drivers();
   EventLoop loop_;
   std::filesystem::path dir_;
   std::unique_ptr<Engine> engine_;
@@ -419,6 +466,111 @@ TEST_F(StreamJobTest, GuestWritesDuringTheStreamWin) {
   std::fill_n(want.begin() + kSlot + 60 * kKiB, 8 * kKiB, 0x72);
   std::fill_n(want.begin() + 2 * kSlot, 4 * kKiB, 0x73);
   EXPECT_EQ(guest_read(), want);
+}
+
+// Several chunks are read at once (the base's reads overlap in time), progress only grows and
+// ends at len, and the data is the chain's.
+TEST_F(StreamJobTest, SeveralChunksInFlightWithMonotonicProgress) {
+  // Three more extents in the base, each its own chunk: four chunks read from format-0.
+  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB}) {
+    ASSERT_EQ(
+        run("qemu-io -f qcow2 -c 'write -q -P 0x55 " + std::to_string(at) + " 64k' " + image(0)),
+        "");
+  }
+  build_graph(false, 0, {{"driver", "slow-read"}});
+  g_reads_in_flight = g_max_reads_in_flight = 0;
+  auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  std::vector<uint64_t> progress;
+  for (int i = 0; i < 100000 && jobs_->find("job0") != nullptr; ++i) {
+    Job* j = jobs_->find("job0");
+    progress.push_back(j->progress_current());
+    EXPECT_LE(j->progress_current(), j->progress_total());
+    loop_.context().restart();
+    loop_.context().run_one();
+  }
+  ASSERT_EQ(jobs_->find("job0"), nullptr);
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_GE(g_max_reads_in_flight, 2);
+  EXPECT_LE(g_max_reads_in_flight, 8);
+  EXPECT_FALSE(payloads_.back().contains("error")) << payloads_.back().dump();
+  EXPECT_EQ(payloads_.back()["offset"], kSize);
+  EXPECT_EQ(payloads_.back()["len"], kSize);
+  EXPECT_EQ(backing_of("format-3"), "");
+  std::vector<uint8_t> want = expected_content();
+  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB})
+    std::fill_n(want.begin() + at, kSlot, 0x55);
+  EXPECT_EQ(guest_read(), want);
+}
+
+// A pause stops new chunks: those in flight finish, then nothing is read and progress stands
+// still until the job is resumed.
+TEST_F(StreamJobTest, PauseStopsNewChunks) {
+  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB}) {
+    ASSERT_EQ(
+        run("qemu-io -f qcow2 -c 'write -q -P 0x55 " + std::to_string(at) + " 64k' " + image(0)),
+        "");
+  }
+  build_graph(false, 0, {{"driver", "slow-read"}});
+  g_reads_in_flight = g_max_reads_in_flight = 0;
+  auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  for (int i = 0; i < 1000 && g_reads_in_flight < 2; ++i) {
+    loop_.context().restart();
+    loop_.context().run_one();
+  }
+  ASSERT_GE(g_reads_in_flight, 2);
+  ASSERT_TRUE(jobs_->pause("job0").has_value());
+  wait_for_event("paused");
+  for (int i = 0; i < 1000 && g_reads_in_flight > 0; ++i) {
+    loop_.context().restart();
+    loop_.context().run_one();
+  }
+  ASSERT_EQ(g_reads_in_flight, 0);
+  Job* j = jobs_->find("job0");
+  ASSERT_NE(j, nullptr);
+  const uint64_t at_pause = j->progress_current();
+  const int reads_at_pause = g_reads_started;
+  for (int i = 0; i < 200; ++i) {
+    loop_.context().restart();
+    loop_.context().poll_one();
+  }
+  EXPECT_EQ(g_reads_started, reads_at_pause);
+  EXPECT_EQ(j->progress_current(), at_pause);
+  EXPECT_EQ(j->status(), JobStatus::kPaused);
+  EXPECT_LT(at_pause, kSize);
+  ASSERT_TRUE(jobs_->resume("job0").has_value());
+  wait_for_event("null");
+  EXPECT_FALSE(payloads_.back().contains("error")) << payloads_.back().dump();
+  EXPECT_EQ(payloads_.back()["offset"], kSize);
+  EXPECT_EQ(backing_of("format-3"), "");
+}
+
+// Every chunk whose read fails goes through the policy: with ignore, one BLOCK_JOB_ERROR per
+// failed chunk (not one for all the chunks that were in flight), and the job fails at len.
+TEST_F(StreamJobTest, EachFailedChunkGoesThroughThePolicy) {
+  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB}) {
+    ASSERT_EQ(
+        run("qemu-io -f qcow2 -c 'write -q -P 0x55 " + std::to_string(at) + " 64k' " + image(0)),
+        "");
+  }
+  // Every write into the device's storage fails, so every chunk's copy-up does (and block
+  // status, which only reads, does not).
+  build_graph(false, 3, {{"kind", "write"}, {"errno", "EIO"}, {"count", 0}});
+  JobOptions o = job("job0");
+  o.on_error = BlockdevOnError::kIgnore;
+  auto started = stream(o, args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  // Six chunks: slots 0, 1 and 2 come from three images, one block-status answer each.
+  EXPECT_EQ(std::count(events_.begin(), events_.end(), "BLOCK_JOB_ERROR"), 6);
+  EXPECT_NE(payloads_.back()["error"].get<std::string>().find("Input/output error"),
+            std::string::npos);
+  EXPECT_EQ(payloads_.back()["offset"], kSize);
+  EXPECT_EQ(backing_of("format-3"), "format-2");
+  for (uint64_t at : {uint64_t{0}, kSlot, 2 * kSlot, 256 * kKiB, 512 * kKiB, 768 * kKiB}) {
+    EXPECT_FALSE(allocated_in("format-3", at)) << at;
+  }
 }
 
 }  // namespace
