@@ -127,6 +127,21 @@ Task<Result<void>> Qcow2Driver::change_backing_file(std::string backing_file,
     co_return fail(EINVAL, "Cannot give a backing file to an image with a raw external data file");
   }
   CoMutex::Guard guard = co_await lock_.lock();
+  // What the image holds reaches the disk before the header that changes how it reads: a
+  // stream drops the backing file only once the copied data is safe (QEMU does not order these).
+  auto wb = write_back_metadata();
+  auto written_back = co_await wb;
+  if (!written_back)
+    co_return written_back.error().prefixed("Could not update the backing file name");
+  if (data_file_ != nullptr) {
+    auto data_sync = data_file_->flush();
+    auto data_synced = co_await data_sync;
+    if (!data_synced)
+      co_return data_synced.error().prefixed("Could not update the backing file name");
+  }
+  auto before = file_->flush();
+  auto synced = co_await before;
+  if (!synced) co_return synced.error().prefixed("Could not update the backing file name");
   Header old = header_;
   header_.backing_file = std::move(backing_file);
   if (header_.backing_file.empty() || backing_format.empty()) {
