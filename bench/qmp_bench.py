@@ -9,7 +9,9 @@ a "job-id"), and waits for that job's JOB_STATUS_CHANGE "concluded" event (or, w
 first, its BLOCK_JOB_COMPLETED). Prints two numbers: the seconds from sending the command to
 that event, and to the job's JOB_STATUS_CHANGE "waiting" (its work is done; what follows is
 the graph change at the end: for a stream, the new backing file written into the image), then
-sends `quit`. A job that ends with an error (BLOCK_JOB_COMPLETED with "error", or a
+sends `quit`. A third number is the wall-clock time (seconds since the epoch) the command was
+sent, from which the caller times the whole job up to the daemon's exit: both daemons flush
+their images when they close, so that is the time until the result is on disk. A job that ends with an error (BLOCK_JOB_COMPLETED with "error", or a
 command error reply) exits 1 with the message on stderr, so a benchmark cannot time a failure.
 Python standard library only.
 """
@@ -90,6 +92,7 @@ def main():
     wait_reply(qmp, [])
     job_id = args.get("job-id", args.get("device"))
     events = []
+    start_wall = time.time()
     start = time.monotonic()
     qmp.send(command, args)
     wait_reply(qmp, events)
@@ -101,7 +104,7 @@ def main():
             break
         events = [qmp.recv()]
     elapsed = time.monotonic() - start
-    print(f"{elapsed:.3f} {waiting if waiting is not None else elapsed:.3f}")
+    print(f"{elapsed:.3f} {waiting if waiting is not None else elapsed:.3f} {start_wall:.6f}")
     qmp.send("quit")
     try:
         wait_reply(qmp, [])
