@@ -58,6 +58,29 @@ Node* next_in_chain(const Node& node) {
   return link != nullptr ? &link->node() : nullptr;
 }
 
+Result<void> freeze_chain(Node& top, const Node* base) {
+  std::vector<Child*> links;
+  for (Node* iter = &top; iter != base; iter = next_in_chain(*iter)) {
+    Child* link = chain_link(*iter);
+    if (link == nullptr) break;
+    if (link->frozen()) {
+      return fail(EPERM, "Cannot change '{}' link from '{}' to '{}'", link->name(), iter->name(),
+                  link->node().name());
+    }
+    links.push_back(link);
+  }
+  for (Child* link : links) link->set_frozen(true);
+  return {};
+}
+
+void unfreeze_chain(Node& top, const Node* base) {
+  for (Node* iter = &top; iter != base; iter = next_in_chain(*iter)) {
+    Child* link = chain_link(*iter);
+    if (link == nullptr) break;
+    link->set_frozen(false);
+  }
+}
+
 namespace {
 
 // The target's cluster size (looking through filters to the format node that has one), but at

@@ -119,6 +119,13 @@ struct ChainStatus {
 Child* chain_link(const Node& node);
 Node* next_in_chain(const Node& node);
 
+// Freezes every link from `top` down to `base` (exclusive), so the chain a job works on cannot
+// change under it. Errors, with nothing frozen: EPERM "Cannot change '<link>' link from '<node>'
+// to '<child>'" when one of them is frozen already (another job holds it).
+Result<void> freeze_chain(Node& top, const Node* base);
+// Undoes freeze_chain(top, base).
+void unfreeze_chain(Node& top, const Node* base);
+
 // Status of a prefix of [offset, offset + bytes) in the chain from `top` down to, but not
 // including, `base` (nullptr: to the end of the chain). Filters are looked through (their
 // filtered child is the next layer), format layers fall through to their backing child where

@@ -138,29 +138,14 @@ Task<void> CommitJob::undo_setup() {
 }
 
 Result<void> CommitJob::freeze_chain() {
-  Node* base = args_.base;
-  std::vector<Child*> links;
-  for (Node* iter = commit_top_; iter != base; iter = next_in_chain(*iter)) {
-    Child* link = chain_link(*iter);
-    if (link == nullptr) break;
-    if (link->frozen()) {
-      return fail(EPERM, "Cannot change '{}' link from '{}' to '{}'", link->name(), iter->name(),
-                  link->node().name());
-    }
-    links.push_back(link);
-  }
-  for (Child* link : links) link->set_frozen(true);
-  chain_frozen_ = true;
-  return {};
+  auto frozen = strata::freeze_chain(*commit_top_, args_.base);
+  chain_frozen_ = frozen.has_value();
+  return frozen;
 }
 
 void CommitJob::unfreeze_chain() {
   if (!chain_frozen_) return;
-  for (Node* iter = commit_top_; iter != args_.base; iter = next_in_chain(*iter)) {
-    Child* link = chain_link(*iter);
-    if (link == nullptr) break;
-    link->set_frozen(false);
-  }
+  strata::unfreeze_chain(*commit_top_, args_.base);
   chain_frozen_ = false;
 }
 

@@ -251,28 +251,14 @@ std::unique_ptr<BlockBackend> ActiveCommitJob::undo_setup() {
 }
 
 Result<void> ActiveCommitJob::freeze_chain() {
-  std::vector<Child*> links;
-  for (Node* iter = filter_; iter != args_.base; iter = next_in_chain(*iter)) {
-    Child* link = chain_link(*iter);
-    if (link == nullptr) break;
-    if (link->frozen()) {
-      return fail(EPERM, "Cannot change '{}' link from '{}' to '{}'", link->name(), iter->name(),
-                  link->node().name());
-    }
-    links.push_back(link);
-  }
-  for (Child* link : links) link->set_frozen(true);
-  chain_frozen_ = true;
-  return {};
+  auto frozen = strata::freeze_chain(*filter_, args_.base);
+  chain_frozen_ = frozen.has_value();
+  return frozen;
 }
 
 void ActiveCommitJob::unfreeze_chain() {
   if (!chain_frozen_) return;
-  for (Node* iter = filter_; iter != args_.base; iter = next_in_chain(*iter)) {
-    Child* link = chain_link(*iter);
-    if (link == nullptr) break;
-    link->set_frozen(false);
-  }
+  strata::unfreeze_chain(*filter_, args_.base);
   chain_frozen_ = false;
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../shell.h"
 #include "strata/block_backend.h"
 #include "strata/builtin_drivers.h"
 #include "strata/child.h"
@@ -30,17 +31,7 @@ using nlohmann::json;
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kCluster = 64 * kKiB;
 
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  if (status != 0) out = "FAILED(" + std::to_string(status) + "): " + out;
-  return out;
-}
+using test_shell::run;
 
 // ---- the gate: a filter whose next read waits until the test opens it ----
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../shell.h"
 #include "strata/block_backend.h"
 #include "strata/builtin_drivers.h"
 #include "strata/child.h"
@@ -34,17 +35,7 @@ constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kSize = 1024 * kKiB;
 constexpr int kImages = 5;
 
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  if (status != 0) out = "FAILED(" + std::to_string(status) + "): " + out;
-  return out;
-}
+using test_shell::run;
 
 class CommitJobTest : public ::testing::Test {
  protected:

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "../shell.h"
 #include "strata/block_backend.h"
 #include "strata/builtin_drivers.h"
 #include "strata/child.h"
@@ -44,17 +45,7 @@ constexpr int kImages = 3;
 constexpr int kWriters = 4;
 constexpr int kTurnsBetweenWrites = 16;
 
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  if (status != 0) out = "FAILED(" + std::to_string(status) + "): " + out;
-  return out;
-}
+using test_shell::run;
 
 JobOptions job(std::string id) {
   JobOptions o;
