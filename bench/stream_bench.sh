@@ -57,39 +57,10 @@ cleanup() {
 trap cleanup EXIT
 mkdir "$work/pristine" "$work/run"
 
-# qemu-io commands writing `mb` MiB in extents of 64 KiB..1 MiB at distinct places in 1 GiB.
-extents() {
-  python3 - "$1" "$2" <<'EOF'
-import random, sys
-mb, seed = int(sys.argv[1]), int(sys.argv[2])
-rng = random.Random(seed)
-K64 = 64 << 10
-slots = list(range((1 << 30) // (1 << 20)))  # 1 MiB slots; one extent per slot at most
-rng.shuffle(slots)
-left = mb << 20
-for i, slot in enumerate(slots):
-    if left <= 0:
-        break
-    length = min(rng.randint(1, 16) * K64, left)
-    offset = (slot << 20) + rng.randint(0, (1 << 20) // K64 - length // K64) * K64
-    print(f"write -P {1 + i % 255} {offset} {length}")
-    left -= length
-EOF
-}
+source "$(dirname "$0")/chain_lib.sh"
 
 echo "stream_bench: building a 1 GiB base with ${base_mb} MiB and an overlay with ${top_mb} MiB"
-(
-  cd "$work/pristine"
-  "$qemu_img" create -q -f qcow2 base.qcow2 1G
-  extents "$base_mb" 1 | qemu-io -f qcow2 base.qcow2 >/dev/null
-  "$qemu_img" create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 1G
-  extents "$top_mb" 2 | qemu-io -f qcow2 top.qcow2 >/dev/null
-)
-
-drop_caches() {
-  sync
-  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
-}
+make_chain "$work/pristine" "$base_mb" "$top_mb" "$qemu_img"
 
 # Waits (up to 30 s) for the daemon to write its pid file; fails if it exits first.
 wait_ready() {
@@ -145,8 +116,6 @@ check_top() {
     "$qemu_img" compare -q -f qcow2 -F qcow2 top.qcow2 "$work/run/top.qcow2") ||
     { echo "stream_bench: $name's top does not read like the original chain" >&2; exit 1; }
 }
-
-median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 [ -w /proc/sys/vm/drop_caches ] || echo "stream_bench: cannot drop the page cache (not root?)"
 qsd_times=()
