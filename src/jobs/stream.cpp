@@ -298,6 +298,11 @@ Task<bool> StreamJob::settle_failures(std::optional<Error>* ignored) {
 // first) move back to the device, and the filter closes, which unfreezes the chain it held.
 Task<void> StreamJob::drop_filter() {
   if (filter_ == nullptr) co_return;
+  // A guest read copying up through the filter must land before the filter's parents move:
+  // afterwards their writes no longer wait for it, and it would overwrite one with older data.
+  // (After a successful run nothing is left to copy up, but on cancel or failure there is.)
+  auto drain = filter_->drain();
+  co_await drain;
   Child* own = blk_ != nullptr && blk_->has_root() ? &blk_->root() : nullptr;
   auto keep_own = [own](const Child& edge) { return &edge == own; };
   auto moved = engine().replace_node(*filter_, *args_.device, keep_own);
@@ -390,6 +395,11 @@ Task<Result<Node*>> insert_filter(Engine& engine, const StreamArgs& args, Node& 
     filter = co_await open;
   }
   if (filter) {
+    // A write already under way on the device did not pass the filter's lock: a copy that read
+    // the backing data before it completed would land afterwards and undo it. Wait for them;
+    // the insertion follows without a suspension, so no write starts in between.
+    auto drain = device.drain_writes();
+    co_await drain;
     auto inserted = engine.replace_node(device, **filter);
     if (inserted) co_return *filter;
     auto release = engine.release_node(*filter);
