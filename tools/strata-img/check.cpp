@@ -8,14 +8,13 @@
 #include <fmt/format.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "cli.h"
 #include "image.h"
+#include "image_session.h"
 #include "qemu_json.h"
-#include "strata/builtin_drivers.h"
 #include "strata/engine.h"
 #include "strata/event_loop.h"
 #include "strata/node.h"
@@ -33,7 +32,7 @@ struct CheckOptions {
   bool quiet = false;
 };
 
-enum LongOnly { kOutput = 256, kObject, kImageOpts };
+enum LongOnly { kOutput = kFirstOwnOption };
 
 constexpr LongOption kLongOptions[] = {
     {"help", false, 'h'},        {"format", true, 'f'},     {"repair", true, 'r'},
@@ -43,27 +42,15 @@ constexpr LongOption kLongOptions[] = {
 
 void apply_check_option(std::string_view prog, const ParsedOption& opt, CheckOptions& o,
                         std::string& output) {
+  if (apply_image_option(prog, opt, o.spec)) return;
   const std::string& arg = opt.arg;
   switch (opt.id) {
-    case 'h':
-      help(prog);
-    case 'f':
-      o.spec.format = arg;
-      break;
     case 'q':
       o.quiet = true;
-      break;
-    case 'U':
-      o.spec.force_share = true;
       break;
     case kOutput:
       output = arg;
       break;
-    case kImageOpts:
-      o.spec.image_opts = true;
-      break;
-    case kObject:
-      usage_error(prog, "--object is not supported by strata-img");
     case 'r':
       if (arg == "leaks") {
         o.fix = CheckFix::kLeaks;
@@ -76,10 +63,7 @@ void apply_check_option(std::string_view prog, const ParsedOption& opt, CheckOpt
       break;
     case 'T': {
       auto mode = parse_cache_mode(arg);
-      if (!mode) {
-        report_error(prog, fmt::format("Invalid source cache option: {}", arg));
-        std::exit(1);
-      }
+      if (!mode) fail_exit(prog, fmt::format("Invalid source cache option: {}", arg));
       o.spec.cache = *mode;
       break;
     }
@@ -90,19 +74,10 @@ CheckOptions parse_check_options(std::string_view prog, std::span<const std::str
   CheckOptions o;
   std::string output = "human";
   OptionParser parser(args, ":hf:r:T:qU", kLongOptions);
-  for (auto step = parser.next(); step.status != OptionParser::Status::kEnd; step = parser.next()) {
-    if (step.error) option_error(prog, *step.error);
-    apply_check_option(prog, step.option, o, output);
-  }
-  if (parser.operands().size() != 1) usage_error(prog, "Expecting one image file name");
-  o.spec.filename = parser.operands()[0];
+  while (auto opt = next_option(prog, parser)) apply_check_option(prog, *opt, o, output);
+  o.spec.filename = image_filename_operand(prog, parser);
   o.spec.read_only = o.fix == CheckFix::kNone;
-  auto format = parse_output_format(output);
-  if (!format) {
-    report_error(prog, "--output must be used with human or json as argument.");
-    std::exit(1);
-  }
-  o.output = *format;
+  o.output = output_format_option(prog, output);
   return o;
 }
 
@@ -209,28 +184,11 @@ int check_node(std::string_view prog, const CheckOptions& o, EventLoop& loop, No
 
 int run_check(std::string_view prog, std::span<const std::string> args) {
   const CheckOptions o = parse_check_options(prog, args);
-  if (auto valid = check_image_spec(o.spec); !valid) {
-    report_error(prog, valid.error().message());
-    return 1;
-  }
-  if (o.spec.image_opts && !o.spec.format.empty()) {
-    report_error(prog, "--image-opts and --format are mutually exclusive");
-    return 1;
-  }
-  EventLoop loop;
-  Engine engine(loop, builtin_drivers());
   Perm perm = Perm::kConsistentRead;
   if (o.fix != CheckFix::kNone) perm |= Perm::kWrite;
-  auto image = open_image(loop, engine, o.spec, perm, Perm::kAll);
-  if (!image) {
-    report_error(prog,
-                 fmt::format("Could not open '{}': {}", o.spec.filename, image.error().message()),
-                 image.error().hint());
-    return 1;
-  }
-  const int status = check_node(prog, o, loop, *image->node);
-  close_image(loop, engine, *image);
-  return status;
+  ImageSession session;
+  if (!session.open(prog, o.spec, perm, Perm::kAll)) return 1;
+  return check_node(prog, o, session.loop(), session.node());
 }
 
 }  // namespace strata::tools::img

@@ -31,9 +31,9 @@
 #include "cli.h"
 #include "image.h"
 #include "image_chain.h"
+#include "image_session.h"
 #include "progress.h"
 #include "strata/block_backend.h"
-#include "strata/builtin_drivers.h"
 #include "strata/engine.h"
 #include "strata/event_loop.h"
 #include "strata/job.h"
@@ -52,7 +52,7 @@ struct CommitOptions {
   uint64_t rate = 0;  // -r, bytes per second; 0: unlimited
 };
 
-enum LongOnly { kObject = 256, kImageOpts, kProgress };
+enum LongOnly { kProgress = kFirstOwnOption };
 
 constexpr LongOption kLongOptions[] = {
     {"help", false, 'h'},
@@ -61,35 +61,15 @@ constexpr LongOption kLongOptions[] = {
     {"progress", true, kProgress},
 };
 
-// qemu-img's cvtnum("rate limit", ...): its two texts, exit status 1 right away.
-uint64_t parse_rate(std::string_view prog, const std::string& arg) {
-  const SizeArg size = parse_size_arg(arg);
-  if (!size.error) return size.value;
-  if (*size.error == SizeArgError::kTooLarge) {
-    report_error(prog,
-                 fmt::format("Invalid rate limit specified. Must be between 0 and {}.", INT64_MAX));
-  } else {
-    report_error(prog, "Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for");
-    report_error(prog, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-  }
-  std::exit(1);
-}
-
 void apply_commit_option(std::string_view prog, const ParsedOption& opt, CommitOptions& o,
                          bool& frames) {
+  // commit has no -U: its parser never returns it.
+  if (apply_image_option(prog, opt, o.spec)) return;
   const std::string& arg = opt.arg;
   switch (opt.id) {
-    case 'h':
-      help(prog);
-    case 'f':
-      o.spec.format = arg;
-      break;
     case 't': {
       auto mode = parse_cache_mode(arg);
-      if (!mode) {
-        report_error(prog, fmt::format("Invalid cache option: {}", arg));
-        std::exit(1);
-      }
+      if (!mode) fail_exit(prog, fmt::format("Invalid cache option: {}", arg));
       o.spec.cache = *mode;
       break;
     }
@@ -107,12 +87,7 @@ void apply_commit_option(std::string_view prog, const ParsedOption& opt, CommitO
       o.quiet = true;
       break;
     case 'r':
-      o.rate = parse_rate(prog, arg);
-      break;
-    case kObject:
-      usage_error(prog, "--object is not supported by strata-img");
-    case kImageOpts:
-      o.spec.image_opts = true;
+      o.rate = size_option(prog, "rate limit", arg, INT64_MAX);
       break;
     case kProgress:
       if (arg != "json") usage_error(prog, fmt::format("Invalid progress format: '{}'", arg));
@@ -125,16 +100,12 @@ CommitOptions parse_commit_options(std::string_view prog, std::span<const std::s
   CommitOptions o;
   bool frames = false;
   OptionParser parser(args, ":f:ht:b:dpqr:", kLongOptions);
-  for (auto step = parser.next(); step.status != OptionParser::Status::kEnd; step = parser.next()) {
-    if (step.error) option_error(prog, *step.error);
-    apply_commit_option(prog, step.option, o, frames);
-  }
+  while (auto opt = next_option(prog, parser)) apply_commit_option(prog, *opt, o, frames);
   // -p prints frames unless -q; --progress=json wins over both (it goes to stderr).
   if (frames && !o.quiet && o.progress != ProgressReporter::Mode::kJson) {
     o.progress = ProgressReporter::Mode::kFrames;
   }
-  if (parser.operands().size() != 1) usage_error(prog, "Expecting one image file name");
-  o.spec.filename = parser.operands()[0];
+  o.spec.filename = image_filename_operand(prog, parser);
   o.spec.discard = "unmap";  // qemu-img opens with BDRV_O_UNMAP
   return o;
 }
@@ -318,29 +289,17 @@ Task<Result<void>> commit(CommitContext c) {
 
 int run_commit(std::string_view prog, std::span<const std::string> args) {
   const CommitOptions o = parse_commit_options(prog, args);
-  if (auto valid = check_image_spec(o.spec); !valid) {
-    report_error(prog, valid.error().message());
-    return 1;
-  }
-  if (o.spec.image_opts && !o.spec.format.empty()) {
-    report_error(prog, "--image-opts and --format are mutually exclusive");
-    return 1;
-  }
-  EventLoop loop;
-  Engine engine(loop, builtin_drivers());
+  ImageSession session;
   // qemu-img's blk_new_open for a read-write image: it shares only reads and unchanged writes.
-  auto image = open_image(loop, engine, o.spec, Perm::kConsistentRead | Perm::kWrite,
-                          Perm::kConsistentRead | Perm::kWriteUnchanged);
-  if (!image) {
-    report_error(prog,
-                 fmt::format("Could not open '{}': {}", o.spec.filename, image.error().message()),
-                 image.error().hint());
+  if (!session.open(prog, o.spec, Perm::kConsistentRead | Perm::kWrite,
+                    Perm::kConsistentRead | Perm::kWriteUnchanged)) {
     return 1;
   }
   ProgressReporter progress(o.progress);
-  CommitContext context{&loop, &engine, &*image, nullptr, &o, &progress};
-  const Result<void> result = run_sync(loop, commit(context));
-  close_image(loop, engine, *image);
+  CommitContext context{&session.loop(), &session.engine(), &session.image(), nullptr, &o,
+                        &progress};
+  const Result<void> result = run_sync(session.loop(), commit(context));
+  session.close();
   if (!result) {
     report_error(prog, result.error().message(), result.error().hint());
     return 1;

@@ -38,7 +38,6 @@
 namespace strata::tools::img {
 namespace {
 
-enum LongOnly { kObject = 256 };
 constexpr LongOption kLongOptions[] = {{"help", false, 'h'}, {"object", true, kObject}};
 
 // An error of bdrv_img_create: reported as "<prog>: <filename>: <message>", then the hint.
@@ -358,20 +357,14 @@ std::optional<CreateError> img_create(std::string_view prog, const std::string& 
   return CreateError{created.error().message(), created.error().hint()};
 }
 
-[[noreturn]] void fail_exit(std::string_view prog, std::string_view message) {
-  report_error(prog, message);
-  std::exit(1);
-}
-
 }  // namespace
 
 int run_create(std::string_view prog, std::span<const std::string> args) {
   CreateArgs a;
   OptionParser parser(args, ":F:b:f:ho:qu", kLongOptions);
-  for (auto step = parser.next(); step.status != OptionParser::Status::kEnd; step = parser.next()) {
-    if (step.error) option_error(prog, *step.error);
-    const std::string& arg = step.option.arg;
-    switch (step.option.id) {
+  while (auto opt = next_option(prog, parser)) {
+    const std::string& arg = opt->arg;
+    switch (opt->id) {
       case 'h':
         help(prog);
       case 'F':
@@ -404,14 +397,11 @@ int run_create(std::string_view prog, std::span<const std::string> args) {
   if (rest.empty()) usage_error(prog, "Expecting image file name");
   std::optional<uint64_t> size;
   if (rest.size() >= 2) {
+    // qemu_strtosz's syntax (fractions, hex), qemu-img's complaints.
     const std::optional<uint64_t> v = parse_qemu_size(rest[1]);
-    if (!v) {
-      report_error(prog,
-                   "Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-      fail_exit(prog, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-    }
+    if (!v) size_option_error(prog, "image size", SizeArgError::kInvalid, INT64_MAX);
     if (*v > uint64_t(INT64_MAX)) {
-      fail_exit(prog, "Invalid image size specified. Must be between 0 and 9223372036854775807.");
+      size_option_error(prog, "image size", SizeArgError::kTooLarge, INT64_MAX);
     }
     size = *v;
   }

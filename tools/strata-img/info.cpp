@@ -7,7 +7,6 @@
 // every layer, naming each backing file as QEMU does (image_chain.h).
 #include <fmt/format.h>
 
-#include <cstdlib>
 #include <ctime>
 #include <optional>
 #include <string>
@@ -16,8 +15,8 @@
 #include "cli.h"
 #include "image.h"
 #include "image_chain.h"
+#include "image_session.h"
 #include "qemu_json.h"
-#include "strata/builtin_drivers.h"
 #include "strata/engine.h"
 #include "strata/event_loop.h"
 #include "strata/node.h"
@@ -34,7 +33,7 @@ struct InfoOptions {
   bool backing_chain = false;
 };
 
-enum LongOnly { kOutput = 256, kBackingChain, kObject, kImageOpts };
+enum LongOnly { kOutput = kFirstOwnOption, kBackingChain };
 
 constexpr LongOption kLongOptions[] = {
     {"help", false, 'h'},        {"format", true, 'f'},
@@ -48,38 +47,19 @@ InfoOptions parse_info_options(std::string_view prog, std::span<const std::strin
   o.spec.read_only = true;
   std::string output = "human";
   OptionParser parser(args, ":f:hU", kLongOptions);
-  for (auto step = parser.next(); step.status != OptionParser::Status::kEnd; step = parser.next()) {
-    if (step.error) option_error(prog, *step.error);
-    switch (step.option.id) {
-      case 'h':
-        help(prog);
-      case 'f':
-        o.spec.format = step.option.arg;
-        break;
-      case 'U':
-        o.spec.force_share = true;
-        break;
+  while (auto opt = next_option(prog, parser)) {
+    if (apply_image_option(prog, *opt, o.spec)) continue;
+    switch (opt->id) {
       case kOutput:
-        output = step.option.arg;
+        output = opt->arg;
         break;
       case kBackingChain:
         o.backing_chain = true;
         break;
-      case kImageOpts:
-        o.spec.image_opts = true;
-        break;
-      case kObject:
-        usage_error(prog, "--object is not supported by strata-img");
     }
   }
-  if (parser.operands().size() != 1) usage_error(prog, "Expecting one image file name");
-  o.spec.filename = parser.operands()[0];
-  auto format = parse_output_format(output);
-  if (!format) {
-    report_error(prog, "--output must be used with human or json as argument.");
-    std::exit(1);
-  }
-  o.output = *format;
+  o.spec.filename = image_filename_operand(prog, parser);
+  o.output = output_format_option(prog, output);
   return o;
 }
 
@@ -217,25 +197,11 @@ Result<ordered_json> collect(EventLoop& loop, Node& top, const std::string& name
 
 int run_info(std::string_view prog, std::span<const std::string> args) {
   const InfoOptions o = parse_info_options(prog, args);
-  if (auto valid = check_image_spec(o.spec); !valid) {
-    report_error(prog, valid.error().message());
-    return 1;
-  }
-  if (o.spec.image_opts && !o.spec.format.empty()) {
-    report_error(prog, "--image-opts and --format are mutually exclusive");
-    return 1;
-  }
-  EventLoop loop;
-  Engine engine(loop, builtin_drivers());
-  auto image = open_image(loop, engine, open_spec(o, engine), Perm::kConsistentRead, Perm::kAll);
-  if (!image) {
-    report_error(prog,
-                 fmt::format("Could not open '{}': {}", o.spec.filename, image.error().message()),
-                 image.error().hint());
-    return 1;
-  }
-  auto infos = collect(loop, *image->node, image->node->filename(), o.backing_chain);
-  close_image(loop, engine, *image);
+  ImageSession session;
+  const ImageSpec spec = open_spec(o, session.engine());
+  if (!session.open(prog, spec, Perm::kConsistentRead, Perm::kAll)) return 1;
+  auto infos = collect(session.loop(), session.node(), session.node().filename(), o.backing_chain);
+  session.close();
   if (!infos) {
     report_error(prog, infos.error().message(), infos.error().hint());
     return 1;

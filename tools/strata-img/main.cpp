@@ -39,20 +39,6 @@ constexpr LongOption kGlobalOptions[] = {{"help", false, 'h'}, {"version", false
 
 }  // namespace
 
-void usage_error(std::string_view prog, std::string_view message) {
-  report_error(prog, message);
-  fmt::print(stderr, "Try '{} --help' for more information\n", prog);
-  std::exit(1);
-}
-
-void option_error(std::string_view prog, const OptionError& error) {
-  using Kind = OptionError::Kind;
-  if (error.kind == Kind::kMissingShortArg || error.kind == Kind::kMissingLongArg) {
-    usage_error(prog, fmt::format("missing argument for option '{}'", error.element));
-  }
-  usage_error(prog, fmt::format("unrecognized option '{}'", error.element));
-}
-
 void help(std::string_view prog) {
   fmt::print(
       "{0} version {1}\n"
@@ -86,9 +72,8 @@ int run(int argc, char** argv) {
   const std::vector<std::string> args(argv, argv + argc);
   // Global options come before the subcommand ("+": stop at the first operand).
   OptionParser parser(args, "+:hV", kGlobalOptions);
-  for (auto step = parser.next(); step.status != OptionParser::Status::kEnd; step = parser.next()) {
-    if (step.error) option_error(prog, *step.error);
-    if (step.option.id == 'h') help(prog);
+  if (auto opt = next_option(prog, parser)) {
+    if (opt->id == 'h') help(prog);
     fmt::print("{} version {}\n", prog, STRATA_VERSION);
     return 0;
   }

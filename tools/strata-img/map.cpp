@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -19,8 +18,8 @@
 #include "cli.h"
 #include "image.h"
 #include "image_chain.h"
+#include "image_session.h"
 #include "qemu_json.h"
-#include "strata/builtin_drivers.h"
 #include "strata/child.h"
 #include "strata/engine.h"
 #include "strata/event_loop.h"
@@ -49,7 +48,7 @@ struct MapEntry {
   std::optional<std::string> filename;
 };
 
-enum LongOnly { kOutput = 256, kObject, kImageOpts };
+enum LongOnly { kOutput = kFirstOwnOption };
 
 constexpr LongOption kLongOptions[] = {
     {"help", false, 'h'},
@@ -62,65 +61,28 @@ constexpr LongOption kLongOptions[] = {
     {"max-length", true, 'l'},
 };
 
-// qemu-img's cvtnum: a size with an optional binary suffix, at most INT64_MAX.
-uint64_t parse_map_size(std::string_view prog, std::string_view name, const std::string& text) {
-  const SizeArg parsed = parse_size_arg(text);
-  if (parsed.error == SizeArgError::kInvalid) {
-    report_error(prog, fmt::format("Invalid {} specified. You may use k, M, G, T, P or E "
-                                   "suffixes for",
-                                   name));
-    report_error(prog, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-    std::exit(1);
-  }
-  if (parsed.error || parsed.value > uint64_t{INT64_MAX}) {
-    report_error(prog,
-                 fmt::format("Invalid {} specified. Must be between 0 and {}.", name, INT64_MAX));
-    std::exit(1);
-  }
-  return parsed.value;
-}
-
 MapOptions parse_map_options(std::string_view prog, std::span<const std::string> args) {
   MapOptions o;
   o.spec.read_only = true;
   std::string output = "human";
   OptionParser parser(args, ":f:s:l:hU", kLongOptions);
-  for (auto step = parser.next(); step.status != OptionParser::Status::kEnd; step = parser.next()) {
-    if (step.error) option_error(prog, *step.error);
-    const std::string& arg = step.option.arg;
-    switch (step.option.id) {
-      case 'h':
-        help(prog);
-      case 'f':
-        o.spec.format = arg;
-        break;
-      case 'U':
-        o.spec.force_share = true;
-        break;
+  while (auto opt = next_option(prog, parser)) {
+    if (apply_image_option(prog, *opt, o.spec)) continue;
+    const std::string& arg = opt->arg;
+    switch (opt->id) {
       case 's':
-        o.start_offset = parse_map_size(prog, "start offset", arg);
+        o.start_offset = size_option(prog, "start offset", arg, INT64_MAX);
         break;
       case 'l':
-        o.max_length = parse_map_size(prog, "max length", arg);
+        o.max_length = size_option(prog, "max length", arg, INT64_MAX);
         break;
       case kOutput:
         output = arg;
         break;
-      case kImageOpts:
-        o.spec.image_opts = true;
-        break;
-      case kObject:
-        usage_error(prog, "--object is not supported by strata-img");
     }
   }
-  if (parser.operands().size() != 1) usage_error(prog, "Expecting one image file name");
-  o.spec.filename = parser.operands()[0];
-  auto format = parse_output_format(output);
-  if (!format) {
-    report_error(prog, "--output must be used with human or json as argument.");
-    std::exit(1);
-  }
-  o.output = *format;
+  o.spec.filename = image_filename_operand(prog, parser);
+  o.output = output_format_option(prog, output);
   return o;
 }
 
@@ -234,26 +196,9 @@ int map_image(std::string_view prog, const MapOptions& o, EventLoop& loop, Node&
 
 int run_map(std::string_view prog, std::span<const std::string> args) {
   const MapOptions o = parse_map_options(prog, args);
-  if (auto valid = check_image_spec(o.spec); !valid) {
-    report_error(prog, valid.error().message());
-    return 1;
-  }
-  if (o.spec.image_opts && !o.spec.format.empty()) {
-    report_error(prog, "--image-opts and --format are mutually exclusive");
-    return 1;
-  }
-  EventLoop loop;
-  Engine engine(loop, builtin_drivers());
-  auto image = open_image(loop, engine, o.spec, Perm::kConsistentRead, Perm::kAll);
-  if (!image) {
-    report_error(prog,
-                 fmt::format("Could not open '{}': {}", o.spec.filename, image.error().message()),
-                 image.error().hint());
-    return 1;
-  }
-  const int status = map_image(prog, o, loop, *image->node);
-  close_image(loop, engine, *image);
-  return status;
+  ImageSession session;
+  if (!session.open(prog, o.spec, Perm::kConsistentRead, Perm::kAll)) return 1;
+  return map_image(prog, o, session.loop(), session.node());
 }
 
 }  // namespace strata::tools::img
