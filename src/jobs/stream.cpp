@@ -61,6 +61,10 @@ class StreamJob final : public Job {
   // The parts of QEMU's stream_start that come after block_job_create; on error the caller
   // fails the job early and undoes the rest.
   Result<void> attach(Node& filter, bool read_only);
+  // After a failed attach: the job's handle on the filter, if it got one. The caller moves the
+  // filter's other parents back to the device first and then closes it with this handle (the
+  // filter may have no other parent, and would close under the caller's feet).
+  std::unique_ptr<BlockBackend> take_handle() { return std::move(blk_); }
 
  protected:
   Task<Result<void>> run() override;
@@ -118,10 +122,7 @@ class StreamJob::SlotAwaiter {
 
 Result<void> StreamJob::attach(Node& filter, bool read_only) {
   auto held = hold_nodes(filter);
-  if (!held) {
-    blk_.reset();  // before the caller moves the filter's parents back to the device
-    return held;
-  }
+  if (!held) return held;
   filter_ = &filter;
   device_read_only_ = read_only;
   return {};
@@ -439,13 +440,21 @@ Task<Result<Job*>> start_stream_job(JobManager& manager, Engine& engine, JobOpti
   if (!ready) {
     // QEMU's stream_start failure path: the job fails early (its edges go), then the filter
     // goes and the device is read-only again.
+    std::unique_ptr<BlockBackend> handle;
     if (job != nullptr) {
+      handle = job->take_handle();
       auto early = manager.early_fail(*job);
       co_await early;
     }
-    (void)engine.replace_node(**filter, device);
-    auto release = engine.release_node(*filter);
-    co_await release;
+    const Child* own = handle != nullptr ? &handle->root() : nullptr;
+    (void)engine.replace_node(**filter, device, [own](const Child& edge) { return &edge == own; });
+    if (handle != nullptr) {
+      auto close = engine.close_backend(std::move(handle));
+      co_await close;
+    } else {
+      auto release = engine.release_node(*filter);
+      co_await release;
+    }
     if (read_only) {
       auto back = engine.set_read_only(device, true);
       (void)co_await back;

@@ -7,7 +7,9 @@
 //   - a copy-on-read filter sits above the node being filled (every parent of it now reads
 //     through the filter), so a guest read of a range the node does not have populates it too;
 //     the job itself copies by reading through the same filter, several chunks at once (the
-//     filter keeps overlapping copies and writes apart; the job's chunks never overlap);
+//     filter keeps overlapping copies and writes apart; the job's chunks never overlap). The
+//     filter goes in once no write is under way on the node (a write that never passed the
+//     filter could be undone by a copy), and comes out once no copy-up is under way in it;
 //   - the job reads through its own handle on the filter (CONSISTENT_READ); the device is held
 //     by an "active node" job edge sharing everything but RESIZE (the length is read once);
 //   - every node from the device's backing down to bottom (included) is held by an

@@ -382,6 +382,33 @@ TEST_F(StreamJobTest, CancelRestoresReadOnlyAndTheChain) {
   EXPECT_EQ(guest_read(), expected_content());
 }
 
+TEST_F(StreamJobTest, SetupFailureOnANodeWithoutOtherUsersUndoesEverything) {
+  build_graph();
+  guest_.reset();  // the filter's only parent will be the job's own handle
+  // A writer of an intermediate image: the job's edge on it cannot be had.
+  ASSERT_TRUE(run_sync(loop_, engine_->set_read_only(*node("format-1"), false)).has_value());
+  auto writer = engine_->attach_backend(*node("format-1"), "writer", Perm::kWrite, Perm::kAll);
+  ASSERT_TRUE(writer.has_value()) << writer.error().message();
+  auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
+  ASSERT_FALSE(started.has_value());
+  EXPECT_NE(started.error().message().find("writer"), std::string::npos)
+      << started.error().message();
+  EXPECT_EQ(events_, (std::vector<std::string>{"created", "null"}));
+  EXPECT_FALSE(has_driver("copy-on-read"));
+  EXPECT_TRUE(node("format-3")->parents().empty());
+  EXPECT_TRUE(node("format-3")->is_read_only());
+  EXPECT_FALSE(node("file-3")->driver().storage_read_write());
+  EXPECT_EQ(backing_of("format-3"), "format-2");
+  EXPECT_FALSE(node("format-3")->child("backing")->frozen());
+  // The graph still works: the same stream starts once the writer has gone.
+  writer->reset();
+  events_.clear();
+  started = stream(job("job1"), args_of(node("format-3"), nullptr));
+  ASSERT_TRUE(started.has_value()) << started.error().message();
+  wait_for_event("null");
+  EXPECT_EQ(backing_of("format-3"), "");
+}
+
 TEST_F(StreamJobTest, ReadErrorReportFailsAndKeepsTheBacking) {
   // format-2's storage fails a read of guest data (its header and tables were read at open).
   build_graph(false, 2, {{"kind", "read"}, {"errno", "EIO"}});
