@@ -121,8 +121,10 @@ bool id_wellformed(std::string_view id) {
 // The members every job-starting command shares, read in QAPI's order by the caller.
 struct CommonJobArgs {
   std::optional<std::string> job_id;
+  std::string device;
   std::optional<int64_t> speed;
   std::optional<std::string> on_error;
+  std::optional<std::string> filter_node_name;
   std::optional<bool> auto_finalize;
   std::optional<bool> auto_dismiss;
 };
@@ -160,10 +162,28 @@ void read_member(Getter getter, std::optional<T>& out, std::optional<Error>& err
   out = *value;
 }
 
+// The members block-commit and block-stream both start with (job-id, device) and end with
+// (speed, on-error, filter-node-name, auto-finalize, auto-dismiss), in QAPI's order.
+void read_job_head(OptionReader& r, CommonJobArgs& common, std::optional<Error>& error) {
+  std::optional<std::string> device;
+  read_member([&r] { return r.get_string("job-id"); }, common.job_id, error);
+  read_member([&r] { return r.get_string("device"); }, device, error);
+  if (!error && !device) error = r.missing("device");
+  if (device) common.device = *device;
+}
+
+void read_job_tail(OptionReader& r, CommonJobArgs& common, std::optional<Error>& error) {
+  read_member([&r] { return r.get_int("speed"); }, common.speed, error);
+  read_member([&r] { return r.get_string("on-error"); }, common.on_error, error);
+  if (!error) error = check_on_error(common.on_error);
+  read_member([&r] { return r.get_string("filter-node-name"); }, common.filter_node_name, error);
+  read_member([&r] { return r.get_bool("auto-finalize"); }, common.auto_finalize, error);
+  read_member([&r] { return r.get_bool("auto-dismiss"); }, common.auto_dismiss, error);
+}
+
 struct CommitRequest {
   CommonJobArgs common;
-  std::string device;
-  std::optional<std::string> base_node, base, top_node, top, backing_file, filter_node_name;
+  std::optional<std::string> base_node, base, top_node, top, backing_file;
   std::optional<bool> backing_mask_protocol;
 };
 
@@ -172,28 +192,19 @@ struct CommitRequest {
 Result<CommitRequest> read_commit_args(const nlohmann::json& args) {
   OptionReader r(args, OptionSyntax::kJson);
   CommitRequest req;
-  std::optional<std::string> device;
   std::optional<Error> error;
   auto str = [&r](const char* key) { return [&r, key] { return r.get_string(key); }; };
-  auto boolean = [&r](const char* key) { return [&r, key] { return r.get_bool(key); }; };
-  read_member(str("job-id"), req.common.job_id, error);
-  read_member(str("device"), device, error);
-  if (!error && !device) error = r.missing("device");
+  read_job_head(r, req.common, error);
   read_member(str("base-node"), req.base_node, error);
   read_member(str("base"), req.base, error);
   read_member(str("top-node"), req.top_node, error);
   read_member(str("top"), req.top, error);
   read_member(str("backing-file"), req.backing_file, error);
-  read_member(boolean("backing-mask-protocol"), req.backing_mask_protocol, error);
-  read_member([&r] { return r.get_int("speed"); }, req.common.speed, error);
-  read_member(str("on-error"), req.common.on_error, error);
-  if (!error) error = check_on_error(req.common.on_error);
-  read_member(str("filter-node-name"), req.filter_node_name, error);
-  read_member(boolean("auto-finalize"), req.common.auto_finalize, error);
-  read_member(boolean("auto-dismiss"), req.common.auto_dismiss, error);
+  read_member([&r] { return r.get_bool("backing-mask-protocol"); }, req.backing_mask_protocol,
+              error);
+  read_job_tail(r, req.common, error);
   if (error) return *error;
   if (auto done = r.finish(); !done) return done.error();
-  req.device = *device;
   return req;
 }
 
@@ -207,9 +218,9 @@ struct CommitNodes {
 Result<CommitNodes> find_commit_top(Engine& engine, const CommitRequest& req) {
   CommitNodes nodes;
   // libvirt probes for block-commit by the DeviceNotFound class: this lookup comes first.
-  nodes.device = find_device(engine, req.device);
+  nodes.device = find_device(engine, req.common.device);
   if (nodes.device == nullptr) {
-    return fail(ErrorClass::kDeviceNotFound, ENODEV, "Device '{}' not found", req.device);
+    return fail(ErrorClass::kDeviceNotFound, ENODEV, "Device '{}' not found", req.common.device);
   }
   if (!is_root(*nodes.device)) return fail(EINVAL, "Need a root block node");
   nodes.top = nodes.device;
@@ -317,7 +328,7 @@ Task<Result<Json>> block_commit(BlockCommands& commands, Json arguments) {
   auto options = job_options(req->common);
   if (!options) co_return options.error();
   if (top_is_active || top_has_writer) {
-    ActiveCommitArgs active{nodes->top, nodes->base, req->filter_node_name.value_or("")};
+    ActiveCommitArgs active{nodes->top, nodes->base, req->common.filter_node_name.value_or("")};
     auto start = start_active_commit_job(**manager, engine, std::move(*options), active);
     auto started = co_await start;
     if (!started) co_return started.error();
@@ -325,7 +336,7 @@ Task<Result<Json>> block_commit(BlockCommands& commands, Json arguments) {
   }
   CommitArgs commit_args{nodes->top, nodes->base, req->backing_file.value_or(""),
                          req->backing_mask_protocol.value_or(false),
-                         req->filter_node_name.value_or("")};
+                         req->common.filter_node_name.value_or("")};
   auto start = start_commit_job(**manager, engine, std::move(*options), std::move(commit_args));
   auto started = co_await start;
   if (!started) co_return started.error();
@@ -336,35 +347,25 @@ namespace {
 
 struct StreamRequest {
   CommonJobArgs common;
-  std::string device;
-  std::optional<std::string> base, base_node, backing_file, bottom, filter_node_name;
+  std::optional<std::string> base, base_node, backing_file, bottom;
   std::optional<bool> backing_mask_protocol;
 };
 
 Result<StreamRequest> read_stream_args(const nlohmann::json& args) {
   OptionReader r(args, OptionSyntax::kJson);
   StreamRequest req;
-  std::optional<std::string> device;
   std::optional<Error> error;
   auto str = [&r](const char* key) { return [&r, key] { return r.get_string(key); }; };
-  auto boolean = [&r](const char* key) { return [&r, key] { return r.get_bool(key); }; };
-  read_member(str("job-id"), req.common.job_id, error);
-  read_member(str("device"), device, error);
-  if (!error && !device) error = r.missing("device");
+  read_job_head(r, req.common, error);
   read_member(str("base"), req.base, error);
   read_member(str("base-node"), req.base_node, error);
   read_member(str("backing-file"), req.backing_file, error);
-  read_member(boolean("backing-mask-protocol"), req.backing_mask_protocol, error);
+  read_member([&r] { return r.get_bool("backing-mask-protocol"); }, req.backing_mask_protocol,
+              error);
   read_member(str("bottom"), req.bottom, error);
-  read_member([&r] { return r.get_int("speed"); }, req.common.speed, error);
-  read_member(str("on-error"), req.common.on_error, error);
-  if (!error) error = check_on_error(req.common.on_error);
-  read_member(str("filter-node-name"), req.filter_node_name, error);
-  read_member(boolean("auto-finalize"), req.common.auto_finalize, error);
-  read_member(boolean("auto-dismiss"), req.common.auto_dismiss, error);
+  read_job_tail(r, req.common, error);
   if (error) return *error;
   if (auto done = r.finish(); !done) return done.error();
-  req.device = *device;
   return req;
 }
 
@@ -380,9 +381,10 @@ Result<StreamArgs> find_stream_nodes(Engine& engine, const StreamRequest& req) {
     return fail(EINVAL, "'bottom' and 'base-node' cannot be specified at the same time");
   }
   StreamArgs out;
-  out.device = find_device(engine, req.device);
+  out.device = find_device(engine, req.common.device);
   if (out.device == nullptr) {
-    return fail(EINVAL, "Cannot find device='{}' nor node-name='{}'", req.device, req.device);
+    return fail(EINVAL, "Cannot find device='{}' nor node-name='{}'", req.common.device,
+                req.common.device);
   }
   if (req.base) {
     out.base = find_backing_image(*out.device, *req.base);
@@ -392,7 +394,8 @@ Result<StreamArgs> find_stream_nodes(Engine& engine, const StreamRequest& req) {
     auto base = find_node_named(engine, *req.base_node);
     if (!base) return base.error();
     if (*base == out.device || !chain_contains(*out.device, **base)) {
-      return fail(EINVAL, "Node '{}' is not a backing image of '{}'", *req.base_node, req.device);
+      return fail(EINVAL, "Node '{}' is not a backing image of '{}'", *req.base_node,
+                  req.common.device);
     }
     out.base = *base;
   }
@@ -404,7 +407,7 @@ Result<StreamArgs> find_stream_nodes(Engine& engine, const StreamRequest& req) {
     }
     if (!chain_contains(*out.device, **bottom)) {
       return fail(EINVAL, "Node '{}' is not in a chain starting from '{}'", *req.bottom,
-                  req.device);
+                  req.common.device);
     }
     out.bottom = *bottom;
   }
@@ -413,7 +416,7 @@ Result<StreamArgs> find_stream_nodes(Engine& engine, const StreamRequest& req) {
   }
   out.backing_file = req.backing_file.value_or("");
   out.backing_mask_protocol = req.backing_mask_protocol.value_or(false);
-  out.filter_node_name = req.filter_node_name.value_or("");
+  out.filter_node_name = req.common.filter_node_name.value_or("");
   return out;
 }
 

@@ -243,15 +243,23 @@ TEST_F(StreamJobTest, GuestWritesDuringTheStreamWin) {
   EXPECT_EQ(guest_read(), want);
 }
 
+// Three more 64 KiB extents of 0x55 in the base, each in a chunk of its own, so that a stream
+// of the whole chain reads four chunks from format-0.
+constexpr uint64_t kBaseExtents[] = {256 * kKiB, 512 * kKiB, 768 * kKiB};
+
+void write_base_extents(const std::string& base_image) {
+  for (uint64_t at : kBaseExtents) {
+    ASSERT_EQ(
+        run("qemu-io -f qcow2 -c 'write -q -P 0x55 " + std::to_string(at) + " 64k' " + base_image),
+        "");
+  }
+}
+
 // Several chunks are read at once (the base's reads overlap in time), progress only grows and
 // ends at len, and the data is the chain's.
 TEST_F(StreamJobTest, SeveralChunksInFlightWithMonotonicProgress) {
   // Three more extents in the base, each its own chunk: four chunks read from format-0.
-  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB}) {
-    ASSERT_EQ(
-        run("qemu-io -f qcow2 -c 'write -q -P 0x55 " + std::to_string(at) + " 64k' " + image(0)),
-        "");
-  }
+  ASSERT_NO_FATAL_FAILURE(write_base_extents(image(0)));
   build_graph(false, 0, {{"driver", "slow-read"}});
   g_reads_in_flight = g_max_reads_in_flight = 0;
   auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
@@ -273,19 +281,14 @@ TEST_F(StreamJobTest, SeveralChunksInFlightWithMonotonicProgress) {
   EXPECT_EQ(payloads_.back()["len"], kSize);
   EXPECT_EQ(backing_of("format-3"), "");
   std::vector<uint8_t> want = expected_content();
-  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB})
-    std::fill_n(want.begin() + at, kSlot, 0x55);
+  for (uint64_t at : kBaseExtents) std::fill_n(want.begin() + at, kSlot, 0x55);
   EXPECT_EQ(guest_read(), want);
 }
 
 // A pause stops new chunks: those in flight finish, then nothing is read and progress stands
 // still until the job is resumed.
 TEST_F(StreamJobTest, PauseStopsNewChunks) {
-  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB}) {
-    ASSERT_EQ(
-        run("qemu-io -f qcow2 -c 'write -q -P 0x55 " + std::to_string(at) + " 64k' " + image(0)),
-        "");
-  }
+  ASSERT_NO_FATAL_FAILURE(write_base_extents(image(0)));
   build_graph(false, 0, {{"driver", "slow-read"}});
   g_reads_in_flight = g_max_reads_in_flight = 0;
   auto started = stream(job("job0"), args_of(node("format-3"), nullptr));
@@ -324,11 +327,7 @@ TEST_F(StreamJobTest, PauseStopsNewChunks) {
 // Every chunk whose read fails goes through the policy: with ignore, one BLOCK_JOB_ERROR per
 // failed chunk (not one for all the chunks that were in flight), and the job fails at len.
 TEST_F(StreamJobTest, EachFailedChunkGoesThroughThePolicy) {
-  for (uint64_t at : {256 * kKiB, 512 * kKiB, 768 * kKiB}) {
-    ASSERT_EQ(
-        run("qemu-io -f qcow2 -c 'write -q -P 0x55 " + std::to_string(at) + " 64k' " + image(0)),
-        "");
-  }
+  ASSERT_NO_FATAL_FAILURE(write_base_extents(image(0)));
   // Every write into the device's storage fails, so every chunk's copy-up does (and block
   // status, which only reads, does not).
   build_graph(false, 3, {{"kind", "write"}, {"errno", "EIO"}, {"count", 0}});
